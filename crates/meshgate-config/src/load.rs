@@ -1,0 +1,75 @@
+//! Reading a config file: YAML syntax and types first, then cross-references.
+
+use crate::error::{ConfigError, ConfigErrors};
+use crate::model::Config;
+use crate::source::Source;
+use crate::validate::validate;
+use std::path::Path;
+
+/// A parsed, validated config and the text it came from.
+#[derive(Clone, Debug)]
+pub struct Document {
+    /// The configuration.
+    pub config: Config,
+    /// Where it came from, for locating errors found by later stages.
+    pub source: Source,
+}
+
+/// Reads, parses and validates a config file.
+pub fn load_file(path: &Path) -> Result<Document, ConfigErrors> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| ConfigErrors::file(path, format!("cannot read config file: {e}")))?;
+    load_str(path, &text)
+}
+
+/// Parses and validates config text; `path` is only used in messages.
+pub fn load_str(path: &Path, text: &str) -> Result<Document, ConfigErrors> {
+    let source = Source::new(path, text);
+    let config = parse(&source).map_err(|e| ConfigErrors(vec![e]))?;
+    let errors = validate(&config, &source);
+    if errors.is_empty() { Ok(Document { config, source }) } else { Err(ConfigErrors(errors)) }
+}
+
+fn parse(source: &Source) -> Result<Config, ConfigError> {
+    if source.text().trim().is_empty() {
+        return Err(ConfigError {
+            file: source.path().to_owned(),
+            line: None,
+            column: None,
+            field: String::new(),
+            message: "the config file is empty".into(),
+        });
+    }
+    let options = serde_saphyr::options! {
+        strict_booleans: true,
+        with_snippet: false,
+    };
+    let mut field = String::new();
+    let result = serde_saphyr::with_deserializer_from_str_with_options(source.text(), options, |de| {
+        serde_path_to_error::deserialize::<_, Config>(de).map_err(|e| {
+            field = e.path().to_string();
+            e.into_inner()
+        })
+    });
+    result.map_err(|e| {
+        let location = e.location();
+        ConfigError {
+            file: source.path().to_owned(),
+            line: location.map(|l| l.line()).filter(|l| *l > 0),
+            column: location.map(|l| l.column()).filter(|_| location.is_some_and(|l| l.line() > 0)),
+            field: if field == "." { String::new() } else { field },
+            message: bare_message(&e.without_snippet().to_string()),
+        }
+    })
+}
+
+/// serde-saphyr prefixes messages with `error: line L column C: `; the location is reported in
+/// our own format, so only the reason is kept.
+fn bare_message(rendered: &str) -> String {
+    let s = rendered.strip_prefix("error: ").unwrap_or(rendered);
+    let s = match s.strip_prefix("line ") {
+        Some(rest) => rest.split_once(": ").map(|(_, m)| m).unwrap_or(rest),
+        None => s,
+    };
+    s.lines().next().unwrap_or(s).trim().to_owned()
+}

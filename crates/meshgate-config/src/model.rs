@@ -1,0 +1,407 @@
+//! The config file's data model, as users write it. Defaults live here so that the file can stay
+//! short: only what differs from the default needs saying.
+
+use crate::units::{ByteSize, Duration};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+/// The whole gateway configuration: one YAML document.
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Process-level settings (threads, draining).
+    #[serde(default)]
+    pub runtime: Runtime,
+    /// Where the gateway accepts client connections.
+    #[serde(default)]
+    pub listeners: Vec<Listener>,
+    /// Protection against oversized or idle clients, applied on every listener.
+    #[serde(default)]
+    pub limits: Limits,
+    /// Named groups of targets with load balancing and health checks.
+    #[serde(default)]
+    pub upstreams: Vec<Upstream>,
+    /// The APIs behind the gateway.
+    #[serde(default)]
+    pub services: Vec<Service>,
+    /// How requests are matched to services.
+    #[serde(default)]
+    pub routes: Vec<Route>,
+    /// Plugins applied globally, or to a route/service named by `route:`/`service:`.
+    #[serde(default)]
+    pub plugins: Vec<PluginRef>,
+}
+
+/// Process-level settings.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Runtime {
+    /// Worker threads, each with its own event loop and upstream connection pool.
+    /// Unset means one per CPU available to the process.
+    pub workers: Option<usize>,
+    /// How long requests in flight may take to finish after SIGTERM before the process exits.
+    pub drain_timeout: Duration,
+    /// Watch the config file and reload it when it changes (SIGHUP always reloads).
+    pub watch_config: bool,
+}
+
+impl Default for Runtime {
+    fn default() -> Self {
+        Runtime { workers: None, drain_timeout: Duration::from_secs(30), watch_config: true }
+    }
+}
+
+/// A socket the gateway listens on.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Listener {
+    /// Unique name, used in logs and metrics.
+    pub name: String,
+    /// `ip:port` to bind.
+    pub address: String,
+    /// Terminate TLS here; certificates are chosen by the client's SNI.
+    #[serde(default)]
+    pub tls: Option<ListenerTls>,
+    /// Accept HTTP/2 (h2c with prior knowledge on plain listeners, ALPN `h2` on TLS ones).
+    #[serde(default = "yes")]
+    pub http2: bool,
+}
+
+/// TLS settings of a listener.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListenerTls {
+    /// Certificates chosen by SNI; the first is the default for clients that send no SNI or an
+    /// unknown name.
+    pub certificates: Vec<Certificate>,
+}
+
+/// A certificate chain and its key, and the server names it serves.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Certificate {
+    /// Names served with this certificate: exact (`api.example.com`) or wildcard
+    /// (`*.example.com`). Empty means the names in the certificate itself are used.
+    #[serde(default)]
+    pub sni: Vec<String>,
+    /// PEM file with the certificate chain, leaf first.
+    pub cert: PathBuf,
+    /// PEM file with the private key (PKCS#8, PKCS#1 or SEC1).
+    pub key: PathBuf,
+}
+
+/// Limits that protect the gateway from clients.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Limits {
+    /// Total size of a request's header block; larger gets 431.
+    pub max_header_bytes: ByteSize,
+    /// Number of request headers; more gets 431.
+    pub max_headers: usize,
+    /// Request body size; larger gets 413 (checked on Content-Length and while streaming).
+    pub max_body_bytes: ByteSize,
+    /// A client connection with no request in flight and no bytes moving for this long is closed.
+    pub client_idle_timeout: Duration,
+    /// Time a client has to send a complete request header block.
+    pub client_header_timeout: Duration,
+    /// Open client connections per listener; connections past this are closed on accept.
+    pub max_connections: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_header_bytes: ByteSize::kib(32),
+            max_headers: 100,
+            max_body_bytes: ByteSize::mib(10),
+            client_idle_timeout: Duration::from_secs(60),
+            client_header_timeout: Duration::from_secs(10),
+            max_connections: 10_000,
+        }
+    }
+}
+
+/// A named set of targets that share load balancing and health checks.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Upstream {
+    /// Unique name, referenced by services.
+    pub name: String,
+    /// How a target is picked for each request.
+    #[serde(default)]
+    pub algorithm: Algorithm,
+    /// For `consistent-hash`: `header:NAME`, `cookie:NAME` or `ip`.
+    #[serde(default)]
+    pub hash_on: Option<String>,
+    /// The servers behind this upstream.
+    pub targets: Vec<Target>,
+    /// Active and passive health checking.
+    #[serde(default)]
+    pub health: Health,
+}
+
+/// Load-balancing algorithm.
+#[derive(Clone, Copy, Debug, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum Algorithm {
+    /// Smooth weighted round robin.
+    #[default]
+    RoundRobin,
+    /// Fewest requests in flight relative to weight.
+    LeastConnections,
+    /// Same key, same target (by header, cookie or client IP).
+    ConsistentHash,
+}
+
+/// One server of an upstream.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Target {
+    /// `host:port`.
+    pub address: String,
+    /// Relative share of traffic; 0 drains the target.
+    #[serde(default = "default_weight")]
+    pub weight: u32,
+}
+
+/// Health checking of an upstream's targets.
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Health {
+    /// Periodic probes.
+    #[serde(default)]
+    pub active: Option<ActiveHealth>,
+    /// Judging targets by the outcome of real traffic.
+    #[serde(default)]
+    pub passive: Option<PassiveHealth>,
+}
+
+/// Periodic HTTP probes of each target.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ActiveHealth {
+    /// Path probed with GET.
+    #[serde(default = "default_health_path")]
+    pub path: String,
+    /// Time between probes of one target.
+    #[serde(default = "default_health_interval")]
+    pub interval: Duration,
+    /// A probe slower than this counts as failed.
+    #[serde(default = "default_health_timeout")]
+    pub timeout: Duration,
+    /// Consecutive successful probes that bring a target back.
+    #[serde(default = "two")]
+    pub healthy_after: u32,
+    /// Consecutive failed probes that take a target out.
+    #[serde(default = "three")]
+    pub unhealthy_after: u32,
+    /// Statuses counted as healthy; empty means 200–399.
+    #[serde(default)]
+    pub healthy_statuses: Vec<u16>,
+    /// Host header sent with probes.
+    #[serde(default)]
+    pub host: Option<String>,
+}
+
+/// Taking targets out after failures seen on real traffic.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct PassiveHealth {
+    /// Consecutive failed requests (connect error, reset, timeout, 5xx) that take a target out.
+    #[serde(default = "five")]
+    pub unhealthy_after: u32,
+    /// Without active checks, an ejected target gets one trial request after this time.
+    #[serde(default = "default_recover_after")]
+    pub recover_after: Duration,
+    /// Count 5xx answers as failures (connect errors, resets and timeouts always count).
+    #[serde(default = "yes")]
+    pub count_5xx: bool,
+}
+
+/// An API behind the gateway.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Service {
+    /// Unique name, referenced by routes.
+    pub name: String,
+    /// A single server: `http://host:port/base/path` or `https://...`.
+    #[serde(default)]
+    pub url: Option<String>,
+    /// A named upstream, instead of `url`.
+    #[serde(default)]
+    pub upstream: Option<String>,
+    /// Protocol towards an `upstream`: `http`, `h2c` or `https` (ALPN picks h2 or http/1.1).
+    /// With `url`, the scheme decides; `h2c` forces HTTP/2 over plain TCP.
+    #[serde(default)]
+    pub protocol: Option<Protocol>,
+    /// Base path prepended to the forwarded path when `upstream` is used.
+    #[serde(default)]
+    pub path: Option<String>,
+    /// Timeouts towards the upstream.
+    #[serde(default)]
+    pub timeouts: Timeouts,
+    /// Extra attempts after a connect failure or reset, each on another target when one exists.
+    /// Only for idempotent methods, or when the request body has not been sent.
+    #[serde(default = "one")]
+    pub retries: u32,
+    /// TLS settings towards `https` upstreams.
+    #[serde(default)]
+    pub tls: UpstreamTls,
+    /// Plugins applied to every route of this service.
+    #[serde(default)]
+    pub plugins: Vec<PluginRef>,
+}
+
+/// Wire protocol towards a service.
+#[derive(Clone, Copy, Debug, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Protocol {
+    /// HTTP/1.1 over TCP.
+    Http,
+    /// HTTP/2 over TCP with prior knowledge (gRPC without TLS).
+    H2c,
+    /// TLS; ALPN chooses HTTP/2 or HTTP/1.1.
+    Https,
+}
+
+/// Timeouts towards an upstream.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Timeouts {
+    /// TCP connect plus TLS handshake.
+    pub connect: Duration,
+    /// Waiting for the response head, and between two reads of the response body.
+    pub read: Duration,
+    /// Between two successful writes of the request to the upstream.
+    pub write: Duration,
+}
+
+impl Default for Timeouts {
+    fn default() -> Self {
+        Timeouts { connect: Duration::from_secs(5), read: Duration::from_secs(60), write: Duration::from_secs(60) }
+    }
+}
+
+/// TLS towards upstreams.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct UpstreamTls {
+    /// Verify the upstream's certificate (turn off only for tests).
+    pub verify: bool,
+    /// PEM bundle of CAs to trust instead of the built-in web roots.
+    pub ca: Option<PathBuf>,
+    /// Server name sent in SNI and verified; defaults to the URL's host.
+    pub server_name: Option<String>,
+}
+
+impl Default for UpstreamTls {
+    fn default() -> Self {
+        UpstreamTls { verify: true, ca: None, server_name: None }
+    }
+}
+
+/// How requests are matched to a service.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Route {
+    /// Unique name, used in logs, metrics and plugin attachment.
+    pub name: String,
+    /// The service requests go to.
+    pub service: String,
+    /// `api.example.com` or `*.example.com`; empty matches any host.
+    #[serde(default)]
+    pub hosts: Vec<String>,
+    /// `/prefix`, `=/exact/path`, or `~regex` (anchored at the start of the path).
+    #[serde(default)]
+    pub paths: Vec<String>,
+    /// HTTP methods; empty matches any.
+    #[serde(default)]
+    pub methods: Vec<String>,
+    /// Header name → accepted values (any of); a value starting with `~` is a regex.
+    #[serde(default)]
+    pub headers: BTreeMap<String, HeaderValues>,
+    /// Remove the matched path part before forwarding.
+    #[serde(default)]
+    pub strip_path: bool,
+    /// Forward the client's Host header instead of the upstream's.
+    #[serde(default)]
+    pub preserve_host: bool,
+    /// Higher wins when several routes match (before any other precedence rule).
+    #[serde(default)]
+    pub priority: i32,
+    /// Plugins applied to this route only.
+    #[serde(default)]
+    pub plugins: Vec<PluginRef>,
+}
+
+/// One value or a list of values accepted for a header.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(untagged)]
+pub enum HeaderValues {
+    /// A single accepted value.
+    One(String),
+    /// Any of these values.
+    Many(Vec<String>),
+}
+
+impl HeaderValues {
+    /// The accepted values as a slice, whatever form was written.
+    pub fn as_slice(&self) -> &[String] {
+        match self {
+            HeaderValues::One(v) => std::slice::from_ref(v),
+            HeaderValues::Many(v) => v,
+        }
+    }
+}
+
+/// A plugin instance with its configuration.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct PluginRef {
+    /// Registered plugin name, e.g. `request-id`.
+    pub name: String,
+    /// Set to false to keep a plugin in the file without running it.
+    #[serde(default = "yes")]
+    pub enabled: bool,
+    /// In the top-level list only: apply to this route.
+    #[serde(default)]
+    pub route: Option<String>,
+    /// In the top-level list only: apply to this service's routes.
+    #[serde(default)]
+    pub service: Option<String>,
+    /// Plugin-specific settings.
+    #[serde(default)]
+    pub config: serde_json::Value,
+}
+
+fn yes() -> bool {
+    true
+}
+fn one() -> u32 {
+    1
+}
+fn two() -> u32 {
+    2
+}
+fn three() -> u32 {
+    3
+}
+fn five() -> u32 {
+    5
+}
+fn default_weight() -> u32 {
+    100
+}
+fn default_health_path() -> String {
+    "/".to_owned()
+}
+fn default_health_interval() -> Duration {
+    Duration::from_secs(5)
+}
+fn default_health_timeout() -> Duration {
+    Duration::from_secs(2)
+}
+fn default_recover_after() -> Duration {
+    Duration::from_secs(30)
+}

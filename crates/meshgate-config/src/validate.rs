@@ -1,0 +1,244 @@
+//! Cross-field checks that the YAML types alone cannot express: unique names, references that
+//! resolve, addresses and patterns that parse. Every problem is reported, not only the first.
+
+use crate::error::ConfigError;
+use crate::model::{Algorithm, Config, PluginRef};
+use crate::patterns::{HashOn, PathPattern, ServiceUrl, check_host_port};
+use crate::source::Source;
+use std::collections::HashSet;
+use std::net::SocketAddr;
+
+struct Checker<'a> {
+    source: &'a Source,
+    errors: Vec<ConfigError>,
+}
+
+impl Checker<'_> {
+    fn err(&mut self, field: String, message: impl Into<String>) {
+        self.errors.push(self.source.error(field, message));
+    }
+
+    /// Reports every repeated name in `names` (a list of `(field, name)`).
+    fn unique<'n>(&mut self, what: &str, names: impl Iterator<Item = (String, &'n str)>) {
+        let mut seen = HashSet::new();
+        for (field, name) in names {
+            if name.is_empty() {
+                self.err(field, format!("{what} name must not be empty"));
+            } else if !seen.insert(name) {
+                self.err(field, format!("duplicate {what} name {name:?}"));
+            }
+        }
+    }
+}
+
+/// Checks a parsed config; returns every problem found (empty means valid).
+pub fn validate(config: &Config, source: &Source) -> Vec<ConfigError> {
+    let mut c = Checker { source, errors: Vec::new() };
+    runtime_and_limits(config, &mut c);
+    listeners(config, &mut c);
+    upstreams(config, &mut c);
+    services(config, &mut c);
+    routes(config, &mut c);
+    plugins(config, &mut c);
+    c.errors
+}
+
+fn runtime_and_limits(config: &Config, c: &mut Checker) {
+    if config.runtime.workers == Some(0) {
+        c.err("runtime.workers".into(), "must be at least 1 (or left out: one per CPU)");
+    }
+    let l = &config.limits;
+    if l.max_header_bytes.bytes() < 1024 {
+        c.err("limits.max_header_bytes".into(), "must be at least 1KiB");
+    }
+    if l.max_headers == 0 {
+        c.err("limits.max_headers".into(), "must be at least 1");
+    }
+    if l.max_connections == 0 {
+        c.err("limits.max_connections".into(), "must be at least 1");
+    }
+    if l.client_idle_timeout.get().is_zero() || l.client_header_timeout.get().is_zero() {
+        c.err("limits".into(), "client timeouts must be greater than zero");
+    }
+}
+
+fn listeners(config: &Config, c: &mut Checker) {
+    if config.listeners.is_empty() {
+        c.err("listeners".into(), "at least one listener is needed");
+    }
+    c.unique("listener", config.listeners.iter().enumerate().map(|(i, l)| (format!("listeners[{i}].name"), l.name.as_str())));
+    let mut addresses = HashSet::new();
+    for (i, l) in config.listeners.iter().enumerate() {
+        match l.address.parse::<SocketAddr>() {
+            Ok(addr) if !addresses.insert(addr) => {
+                c.err(format!("listeners[{i}].address"), format!("address {addr} is used by another listener"))
+            }
+            Ok(_) => {}
+            Err(_) => c.err(
+                format!("listeners[{i}].address"),
+                format!("invalid address {:?}: use ip:port, e.g. 0.0.0.0:8000 or [::]:8000", l.address),
+            ),
+        }
+        if let Some(tls) = &l.tls
+            && tls.certificates.is_empty()
+        {
+            c.err(format!("listeners[{i}].tls.certificates"), "a TLS listener needs at least one certificate");
+        }
+    }
+}
+
+fn upstreams(config: &Config, c: &mut Checker) {
+    c.unique("upstream", config.upstreams.iter().enumerate().map(|(i, u)| (format!("upstreams[{i}].name"), u.name.as_str())));
+    for (i, u) in config.upstreams.iter().enumerate() {
+        let at = |f: &str| format!("upstreams[{i}].{f}");
+        if u.targets.is_empty() {
+            c.err(at("targets"), "an upstream needs at least one target");
+        }
+        for (j, t) in u.targets.iter().enumerate() {
+            if let Err(e) = check_host_port(&t.address) {
+                c.err(format!("upstreams[{i}].targets[{j}].address"), e);
+            }
+        }
+        match (&u.hash_on, u.algorithm) {
+            (Some(h), Algorithm::ConsistentHash) => {
+                if let Err(e) = HashOn::parse(h) {
+                    c.err(at("hash_on"), e);
+                }
+            }
+            (None, Algorithm::ConsistentHash) => {
+                c.err(at("hash_on"), "consistent-hash needs hash_on: header:NAME, cookie:NAME or ip")
+            }
+            (Some(_), _) => c.err(at("hash_on"), "hash_on is only used with algorithm: consistent-hash"),
+            (None, _) => {}
+        }
+        if let Some(a) = &u.health.active {
+            if a.interval.get().is_zero() || a.timeout.get().is_zero() {
+                c.err(at("health.active"), "interval and timeout must be greater than zero");
+            }
+            if a.healthy_after == 0 || a.unhealthy_after == 0 {
+                c.err(at("health.active"), "healthy_after and unhealthy_after must be at least 1");
+            }
+            if !a.path.starts_with('/') {
+                c.err(at("health.active.path"), format!("path {:?} must start with \"/\"", a.path));
+            }
+        }
+        if let Some(p) = &u.health.passive
+            && p.unhealthy_after == 0
+        {
+            c.err(at("health.passive.unhealthy_after"), "must be at least 1");
+        }
+    }
+}
+
+fn services(config: &Config, c: &mut Checker) {
+    c.unique("service", config.services.iter().enumerate().map(|(i, s)| (format!("services[{i}].name"), s.name.as_str())));
+    let upstreams: HashSet<&str> = config.upstreams.iter().map(|u| u.name.as_str()).collect();
+    for (i, s) in config.services.iter().enumerate() {
+        let at = |f: &str| format!("services[{i}].{f}");
+        match (&s.url, &s.upstream) {
+            (Some(url), None) => {
+                if let Err(e) = ServiceUrl::parse(url) {
+                    c.err(at("url"), e);
+                }
+                if s.path.is_some() {
+                    c.err(at("path"), "path goes with upstream:; put the base path in the url instead");
+                }
+            }
+            (None, Some(up)) => {
+                if !upstreams.contains(up.as_str()) {
+                    c.err(at("upstream"), format!("unknown upstream {up:?}{}", known(config.upstreams.iter().map(|u| &u.name))));
+                }
+            }
+            (Some(_), Some(_)) => c.err(at("url"), "set either url or upstream, not both"),
+            (None, None) => c.err(format!("services[{i}]"), "a service needs a url or an upstream"),
+        }
+        if let Some(p) = &s.path
+            && !p.starts_with('/')
+        {
+            c.err(at("path"), format!("path {p:?} must start with \"/\""));
+        }
+        if s.timeouts.connect.get().is_zero() || s.timeouts.read.get().is_zero() || s.timeouts.write.get().is_zero() {
+            c.err(at("timeouts"), "timeouts must be greater than zero");
+        }
+        if s.retries > 10 {
+            c.err(at("retries"), "at most 10 retries (more multiplies load during an outage)");
+        }
+        nested_plugins(&s.plugins, &at("plugins"), c);
+    }
+}
+
+fn routes(config: &Config, c: &mut Checker) {
+    c.unique("route", config.routes.iter().enumerate().map(|(i, r)| (format!("routes[{i}].name"), r.name.as_str())));
+    let services: HashSet<&str> = config.services.iter().map(|s| s.name.as_str()).collect();
+    for (i, r) in config.routes.iter().enumerate() {
+        let at = |f: &str| format!("routes[{i}].{f}");
+        if !services.contains(r.service.as_str()) {
+            c.err(at("service"), format!("unknown service {:?}{}", r.service, known(config.services.iter().map(|s| &s.name))));
+        }
+        for (j, h) in r.hosts.iter().enumerate() {
+            let name = h.strip_prefix("*.").unwrap_or(h);
+            if name.is_empty() || name.contains(['*', ' ', '/', ':']) {
+                c.err(format!("routes[{i}].hosts[{j}]"), format!("invalid host {h:?}: use api.example.com or *.example.com"));
+            }
+        }
+        for (j, p) in r.paths.iter().enumerate() {
+            if let Err(e) = PathPattern::parse(p) {
+                c.err(format!("routes[{i}].paths[{j}]"), e);
+            }
+        }
+        for (j, m) in r.methods.iter().enumerate() {
+            if m.is_empty() || !m.bytes().all(|b| b.is_ascii_uppercase()) {
+                c.err(format!("routes[{i}].methods[{j}]"), format!("invalid method {m:?}: use upper case, e.g. GET"));
+            }
+        }
+        for (name, values) in &r.headers {
+            let field = format!("routes[{i}].headers.{name}");
+            if http::HeaderName::from_bytes(name.as_bytes()).is_err() {
+                c.err(field.clone(), format!("invalid header name {name:?}"));
+            }
+            if values.as_slice().is_empty() {
+                c.err(field.clone(), "list at least one value");
+            }
+            for v in values.as_slice() {
+                if let Some(re) = v.strip_prefix('~')
+                    && let Err(e) = regex::Regex::new(re)
+                {
+                    c.err(field.clone(), format!("invalid regex {v:?}: {e}"));
+                }
+            }
+        }
+        nested_plugins(&r.plugins, &at("plugins"), c);
+    }
+}
+
+fn nested_plugins(list: &[PluginRef], field: &str, c: &mut Checker) {
+    for (j, p) in list.iter().enumerate() {
+        if p.route.is_some() || p.service.is_some() {
+            c.err(format!("{field}[{j}]"), "route:/service: belong in the top-level plugins list only");
+        }
+    }
+}
+
+fn plugins(config: &Config, c: &mut Checker) {
+    for (i, p) in config.plugins.iter().enumerate() {
+        if let Some(r) = &p.route
+            && !config.routes.iter().any(|x| &x.name == r)
+        {
+            c.err(format!("plugins[{i}].route"), format!("unknown route {r:?}"));
+        }
+        if let Some(s) = &p.service
+            && !config.services.iter().any(|x| &x.name == s)
+        {
+            c.err(format!("plugins[{i}].service"), format!("unknown service {s:?}"));
+        }
+        if p.route.is_some() && p.service.is_some() {
+            c.err(format!("plugins[{i}]"), "set route or service, not both");
+        }
+    }
+}
+
+/// ` (known: a, b, c)` for messages about unknown references, so typos are easy to spot.
+fn known<'a>(names: impl Iterator<Item = &'a String>) -> String {
+    let names: Vec<&str> = names.map(String::as_str).collect();
+    if names.is_empty() { " (none are defined)".into() } else { format!(" (known: {})", names.join(", ")) }
+}

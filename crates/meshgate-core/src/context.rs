@@ -1,0 +1,76 @@
+//! What a plugin sees of a request as it moves through the phases.
+
+use http::StatusCode;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+/// The route a request matched, as plugins need to know it (for keys, logs, metrics).
+#[derive(Clone, Debug)]
+pub struct RouteInfo {
+    /// The route's name from the config.
+    pub name: Arc<str>,
+    /// The name of the service it forwards to.
+    pub service: Arc<str>,
+}
+
+/// Who the caller is, once an authentication plugin has said so.
+#[derive(Clone, Debug)]
+pub struct Consumer {
+    /// The consumer's unique name.
+    pub username: Arc<str>,
+    /// Groups used by authorization plugins.
+    pub groups: Arc<[Arc<str>]>,
+}
+
+/// The response as sent to the client, known in the log phase.
+#[derive(Clone, Debug)]
+pub struct ResponseInfo {
+    /// The status sent to the client.
+    pub status: StatusCode,
+    /// Response body bytes sent to the client.
+    pub body_bytes: u64,
+    /// The upstream target that answered, if one did.
+    pub upstream: Option<Arc<str>>,
+}
+
+/// Per-request state shared by the proxy and the plugins.
+pub struct RequestCtx {
+    /// The client's request head. Plugins may change it in `on_request`. When the request is
+    /// forwarded its headers move to the upstream request (see `before_upstream`), so in later
+    /// phases `request.headers` is empty; method and URI stay.
+    pub request: http::request::Parts,
+    /// The client's address (the TCP peer).
+    pub client_addr: SocketAddr,
+    /// Whether the client connection is TLS.
+    pub tls: bool,
+    /// The matched route; `None` for requests that matched no route (global plugins still run).
+    pub route: Option<RouteInfo>,
+    /// The authenticated caller, if any.
+    pub consumer: Option<Consumer>,
+    /// The upstream target chosen for this attempt, from `before_upstream` on.
+    pub upstream: Option<Arc<str>>,
+    /// Set before the log phase.
+    pub response: Option<ResponseInfo>,
+    /// When the gateway received the request head.
+    pub started: Instant,
+    /// Per-request values plugins hand from one phase to the next, keyed by type.
+    pub vars: http::Extensions,
+}
+
+impl RequestCtx {
+    /// A context for a request that just arrived.
+    pub fn new(request: http::request::Parts, client_addr: SocketAddr, tls: bool) -> Self {
+        RequestCtx {
+            request,
+            client_addr,
+            tls,
+            route: None,
+            consumer: None,
+            upstream: None,
+            response: None,
+            started: Instant::now(),
+            vars: http::Extensions::new(),
+        }
+    }
+}
