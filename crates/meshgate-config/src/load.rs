@@ -17,8 +17,8 @@ pub struct Document {
 
 /// Reads, parses and validates a config file.
 pub fn load_file(path: &Path) -> Result<Document, ConfigErrors> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| ConfigErrors::file(path, format!("cannot read config file: {e}")))?;
+    let text =
+        std::fs::read_to_string(path).map_err(|e| ConfigErrors::file(path, format!("cannot read config file: {e}")))?;
     load_str(path, &text)
 }
 

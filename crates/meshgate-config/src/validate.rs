@@ -66,7 +66,10 @@ fn listeners(config: &Config, c: &mut Checker) {
     if config.listeners.is_empty() {
         c.err("listeners".into(), "at least one listener is needed");
     }
-    c.unique("listener", config.listeners.iter().enumerate().map(|(i, l)| (format!("listeners[{i}].name"), l.name.as_str())));
+    c.unique(
+        "listener",
+        config.listeners.iter().enumerate().map(|(i, l)| (format!("listeners[{i}].name"), l.name.as_str())),
+    );
     let mut addresses = HashSet::new();
     for (i, l) in config.listeners.iter().enumerate() {
         match l.address.parse::<SocketAddr>() {
@@ -88,7 +91,10 @@ fn listeners(config: &Config, c: &mut Checker) {
 }
 
 fn upstreams(config: &Config, c: &mut Checker) {
-    c.unique("upstream", config.upstreams.iter().enumerate().map(|(i, u)| (format!("upstreams[{i}].name"), u.name.as_str())));
+    c.unique(
+        "upstream",
+        config.upstreams.iter().enumerate().map(|(i, u)| (format!("upstreams[{i}].name"), u.name.as_str())),
+    );
     for (i, u) in config.upstreams.iter().enumerate() {
         let at = |f: &str| format!("upstreams[{i}].{f}");
         if u.targets.is_empty() {
@@ -131,7 +137,10 @@ fn upstreams(config: &Config, c: &mut Checker) {
 }
 
 fn services(config: &Config, c: &mut Checker) {
-    c.unique("service", config.services.iter().enumerate().map(|(i, s)| (format!("services[{i}].name"), s.name.as_str())));
+    c.unique(
+        "service",
+        config.services.iter().enumerate().map(|(i, s)| (format!("services[{i}].name"), s.name.as_str())),
+    );
     let upstreams: HashSet<&str> = config.upstreams.iter().map(|u| u.name.as_str()).collect();
     for (i, s) in config.services.iter().enumerate() {
         let at = |f: &str| format!("services[{i}].{f}");
@@ -146,7 +155,10 @@ fn services(config: &Config, c: &mut Checker) {
             }
             (None, Some(up)) => {
                 if !upstreams.contains(up.as_str()) {
-                    c.err(at("upstream"), format!("unknown upstream {up:?}{}", known(config.upstreams.iter().map(|u| &u.name))));
+                    c.err(
+                        at("upstream"),
+                        format!("unknown upstream {up:?}{}", known(config.upstreams.iter().map(|u| &u.name))),
+                    );
                 }
             }
             (Some(_), Some(_)) => c.err(at("url"), "set either url or upstream, not both"),
@@ -173,12 +185,18 @@ fn routes(config: &Config, c: &mut Checker) {
     for (i, r) in config.routes.iter().enumerate() {
         let at = |f: &str| format!("routes[{i}].{f}");
         if !services.contains(r.service.as_str()) {
-            c.err(at("service"), format!("unknown service {:?}{}", r.service, known(config.services.iter().map(|s| &s.name))));
+            c.err(
+                at("service"),
+                format!("unknown service {:?}{}", r.service, known(config.services.iter().map(|s| &s.name))),
+            );
         }
         for (j, h) in r.hosts.iter().enumerate() {
             let name = h.strip_prefix("*.").unwrap_or(h);
             if name.is_empty() || name.contains(['*', ' ', '/', ':']) {
-                c.err(format!("routes[{i}].hosts[{j}]"), format!("invalid host {h:?}: use api.example.com or *.example.com"));
+                c.err(
+                    format!("routes[{i}].hosts[{j}]"),
+                    format!("invalid host {h:?}: use api.example.com or *.example.com"),
+                );
             }
         }
         for (j, p) in r.paths.iter().enumerate() {

@@ -7,7 +7,8 @@ use meshgate_core::PluginConfigError;
 
 /// Parses a header name from config, naming the field on error.
 pub(crate) fn header_name(field: String, s: &str) -> Result<http::HeaderName, PluginConfigError> {
-    http::HeaderName::from_bytes(s.as_bytes()).map_err(|_| PluginConfigError::new(field, format!("invalid header name {s:?}")))
+    http::HeaderName::from_bytes(s.as_bytes())
+        .map_err(|_| PluginConfigError::new(field, format!("invalid header name {s:?}")))
 }
 
 /// Parses a header value from config, naming the field on error.

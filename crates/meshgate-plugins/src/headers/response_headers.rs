@@ -25,10 +25,7 @@ type Pairs = Vec<(http::HeaderName, http::HeaderValue)>;
 fn compile(map: &BTreeMap<String, String>, field: &str) -> Result<Pairs, PluginConfigError> {
     map.iter()
         .map(|(k, v)| {
-            Ok((
-                super::header_name(format!("{field}.{k}"), k)?,
-                super::header_value(format!("{field}.{k}"), v)?,
-            ))
+            Ok((super::header_name(format!("{field}.{k}"), k)?, super::header_value(format!("{field}.{k}"), v)?))
         })
         .collect()
 }
