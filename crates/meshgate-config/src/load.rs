@@ -63,13 +63,40 @@ fn parse(source: &Source) -> Result<Config, ConfigError> {
     })
 }
 
-/// serde-saphyr prefixes messages with `error: line L column C: `; the location is reported in
-/// our own format, so only the reason is kept.
+/// serde-saphyr prefixes messages with `error: line L column C: ` and some messages end with
+/// ` at line L, column C`; the location is reported in our own format, so only the reason is kept.
 fn bare_message(rendered: &str) -> String {
     let s = rendered.strip_prefix("error: ").unwrap_or(rendered);
     let s = match s.strip_prefix("line ") {
         Some(rest) => rest.split_once(": ").map(|(_, m)| m).unwrap_or(rest),
         None => s,
     };
-    s.lines().next().unwrap_or(s).trim().to_owned()
+    let s = s.lines().next().unwrap_or(s).trim();
+    strip_location_suffix(s).to_owned()
+}
+
+/// `reason at line 7, column 5` → `reason`.
+fn strip_location_suffix(s: &str) -> &str {
+    let digits = |t: &str| !t.is_empty() && t.bytes().all(|b| b.is_ascii_digit());
+    match s.rsplit_once(" at line ") {
+        Some((reason, at)) if at.split_once(", column ").is_some_and(|(l, c)| digits(l) && digits(c)) => reason,
+        _ => s,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn messages_carry_no_second_location() {
+        let text =
+            "listeners: [{name: a, address: \"127.0.0.1:1\"}]\nroutes: [{name: r, service: s, priority: high}]\n";
+        let errors = load_str(Path::new("c.yaml"), text).unwrap_err();
+        let e = &errors.0[0];
+        assert_eq!((e.line, e.field.as_str()), (Some(2), "routes[0].priority"));
+        assert!(!e.message.contains(" at line "), "{}", e.message);
+        assert_eq!(strip_location_suffix("bad at line 7, column 5"), "bad");
+        assert_eq!(strip_location_suffix("look at line 7 here"), "look at line 7 here");
+    }
 }

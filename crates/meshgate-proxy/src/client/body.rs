@@ -1,0 +1,87 @@
+//! The upstream's response body on its way to the client: streamed frame by frame, failed when
+//! the upstream stalls longer than the read timeout, and its HTTP/1.1 connection handed back to
+//! the pool once the body has been read to the end (not before: the connection is busy until then).
+
+use super::io::{progressed, stalled};
+use super::pool;
+use bytes::Bytes;
+use http_body::{Body, Frame, SizeHint};
+use hyper::body::Incoming;
+use hyper::client::conn::http1;
+use meshgate_core::{BoxError, ProxyBody};
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+use tokio::time::Sleep;
+
+/// An HTTP/1.1 connection to return to the pool when the body ends.
+pub(crate) struct Returnable {
+    pub(crate) key: Arc<str>,
+    pub(crate) sender: http1::SendRequest<ProxyBody>,
+}
+
+/// A response body from an upstream.
+pub struct UpstreamBody {
+    inner: Incoming,
+    read_timeout: Duration,
+    idle: Option<Pin<Box<Sleep>>>,
+    conn: Option<Returnable>,
+}
+
+impl UpstreamBody {
+    pub(crate) fn new(inner: Incoming, read_timeout: Duration, conn: Option<Returnable>) -> Self {
+        let mut body = UpstreamBody { inner, read_timeout, idle: None, conn };
+        if body.inner.is_end_stream() {
+            body.finish();
+        }
+        body
+    }
+
+    fn finish(&mut self) {
+        if let Some(Returnable { key, sender }) = self.conn.take() {
+            pool::put_h1(key, sender);
+        }
+    }
+}
+
+impl Body for UpstreamBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let this = self.get_mut();
+        match Pin::new(&mut this.inner).poll_frame(cx) {
+            Poll::Pending => {
+                if stalled(&mut this.idle, this.read_timeout, cx) {
+                    this.conn = None;
+                    return Poll::Ready(Some(Err("upstream read timed out".into())));
+                }
+                Poll::Pending
+            }
+            Poll::Ready(None) => {
+                this.finish();
+                Poll::Ready(None)
+            }
+            Poll::Ready(Some(Ok(frame))) => {
+                progressed(&mut this.idle, this.read_timeout);
+                if this.inner.is_end_stream() {
+                    this.finish();
+                }
+                Poll::Ready(Some(Ok(frame)))
+            }
+            Poll::Ready(Some(Err(e))) => {
+                this.conn = None;
+                Poll::Ready(Some(Err(e.into())))
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}

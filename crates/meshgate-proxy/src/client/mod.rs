@@ -1,0 +1,220 @@
+//! Sending a request to one upstream server: reuse a pooled connection or open one (TCP, TLS,
+//! HTTP/1.1 or HTTP/2), apply the service's timeouts, and classify failures so the caller knows
+//! whether retrying is safe and which status to answer.
+
+mod body;
+pub(crate) mod io;
+mod pool;
+
+pub use body::UpstreamBody;
+
+use crate::snapshot::{Proto, ServiceRt, TargetRt};
+use body::Returnable;
+use http::{Request, Response};
+use hyper::client::conn::{http1, http2};
+use hyper_util::rt::{TokioIo, TokioTimer};
+use io::{Stream, TimedStream};
+use meshgate_core::ProxyBody;
+use std::future::Future;
+use tokio::net::TcpStream;
+use tokio::time::timeout;
+
+/// Why an exchange with an upstream server failed.
+#[derive(Debug)]
+pub enum Failure {
+    /// No connection could be made (refused, unreachable, TLS or protocol handshake failed).
+    /// Nothing was sent, so another target may be tried.
+    Connect(String),
+    /// Connecting took longer than the connect timeout. Nothing was sent.
+    ConnectTimeout,
+    /// No response head within the read timeout.
+    ReadTimeout,
+    /// The connection broke or the upstream answered something that is not HTTP.
+    Broken(String),
+    /// The client's request body went over the size limit while streaming.
+    BodyTooLarge,
+}
+
+impl Failure {
+    /// True when the request never left the gateway, so retrying cannot duplicate it.
+    pub fn nothing_sent(&self) -> bool {
+        matches!(self, Failure::Connect(_) | Failure::ConnectTimeout)
+    }
+}
+
+/// A failed send; `request` is handed back when it was not sent, for a retry.
+pub struct SendError {
+    /// What went wrong.
+    pub failure: Failure,
+    /// The request, when it can be sent again.
+    pub request: Option<Request<ProxyBody>>,
+}
+
+enum Conn {
+    H1(http1::SendRequest<ProxyBody>),
+    H2(http2::SendRequest<ProxyBody>),
+}
+
+/// Spawns connection tasks on the worker's own event loop (workers are single-threaded).
+#[derive(Clone, Copy)]
+pub(crate) struct LocalExec;
+
+impl<F: Future + 'static> hyper::rt::Executor<F> for LocalExec {
+    fn execute(&self, fut: F) {
+        tokio::task::spawn_local(fut);
+    }
+}
+
+/// Sends `req` to `target`. For `upgrade` requests (WebSocket) a fresh HTTP/1.1 connection is
+/// used and never pooled: after the 101 it belongs to the tunnel.
+pub async fn send(
+    svc: &ServiceRt,
+    target: &TargetRt,
+    req: Request<ProxyBody>,
+    upgrade: bool,
+) -> Result<Response<UpstreamBody>, SendError> {
+    let mut req = req;
+    if !upgrade {
+        if matches!(svc.proto, Proto::H2c | Proto::Tls)
+            && let Some(sender) = pool::h2(&target.pool_key)
+        {
+            return send_h2(svc, sender, req).await;
+        }
+        // Idle HTTP/1.1 connections may have been closed by the server since; a request that
+        // could not be sent on one comes back and goes on the next or a new connection.
+        while let Some(mut sender) = pool::take_h1(&target.pool_key) {
+            if sender.ready().await.is_err() {
+                continue;
+            }
+            match send_h1(svc, target, sender, req).await {
+                Err(SendError { failure: Failure::Broken(_), request: Some(r) }) => req = r,
+                done => return done,
+            }
+        }
+    }
+    let conn = match timeout(svc.connect_timeout, connect(svc, target, upgrade)).await {
+        Ok(Ok(conn)) => conn,
+        Ok(Err(e)) => return Err(SendError { failure: Failure::Connect(e), request: Some(req) }),
+        Err(_) => return Err(SendError { failure: Failure::ConnectTimeout, request: Some(req) }),
+    };
+    match conn {
+        Conn::H1(sender) if upgrade => {
+            let resp = timeout(svc.read_timeout, sender_send(sender, req)).await;
+            match resp {
+                Ok(Ok(r)) => Ok(r.map(|b| UpstreamBody::new(b, svc.read_timeout, None))),
+                Ok(Err(e)) => Err(SendError { failure: classify(&e), request: None }),
+                Err(_) => Err(SendError { failure: Failure::ReadTimeout, request: None }),
+            }
+        }
+        Conn::H1(sender) => send_h1(svc, target, sender, req).await,
+        Conn::H2(sender) => {
+            pool::put_h2(target.pool_key.clone(), sender.clone());
+            send_h2(svc, sender, req).await
+        }
+    }
+}
+
+async fn sender_send(
+    mut sender: http1::SendRequest<ProxyBody>,
+    req: Request<ProxyBody>,
+) -> hyper::Result<Response<hyper::body::Incoming>> {
+    sender.send_request(req).await
+}
+
+async fn send_h1(
+    svc: &ServiceRt,
+    target: &TargetRt,
+    mut sender: http1::SendRequest<ProxyBody>,
+    req: Request<ProxyBody>,
+) -> Result<Response<UpstreamBody>, SendError> {
+    let fut = sender.try_send_request(req);
+    match timeout(svc.read_timeout, fut).await {
+        Ok(Ok(resp)) => {
+            let conn = Returnable { key: target.pool_key.clone(), sender };
+            Ok(resp.map(|b| UpstreamBody::new(b, svc.read_timeout, Some(conn))))
+        }
+        Ok(Err(mut e)) => {
+            let request = e.take_message();
+            Err(SendError { failure: classify(e.error()), request })
+        }
+        Err(_) => Err(SendError { failure: Failure::ReadTimeout, request: None }),
+    }
+}
+
+async fn send_h2(
+    svc: &ServiceRt,
+    mut sender: http2::SendRequest<ProxyBody>,
+    mut req: Request<ProxyBody>,
+) -> Result<Response<UpstreamBody>, SendError> {
+    to_h2(&mut req, svc.tls.is_some());
+    let fut = sender.try_send_request(req);
+    match timeout(svc.read_timeout, fut).await {
+        Ok(Ok(resp)) => Ok(resp.map(|b| UpstreamBody::new(b, svc.read_timeout, None))),
+        Ok(Err(mut e)) => {
+            let request = e.take_message();
+            Err(SendError { failure: classify(e.error()), request })
+        }
+        Err(_) => Err(SendError { failure: Failure::ReadTimeout, request: None }),
+    }
+}
+
+/// HTTP/2 carries the target in `:scheme` and `:authority` instead of a Host header.
+fn to_h2(req: &mut Request<ProxyBody>, tls: bool) {
+    let authority = req.headers_mut().remove(http::header::HOST);
+    let mut parts = http::uri::Parts::default();
+    parts.scheme = Some(if tls { http::uri::Scheme::HTTPS } else { http::uri::Scheme::HTTP });
+    parts.authority = authority.and_then(|h| http::uri::Authority::try_from(h.as_bytes()).ok());
+    parts.path_and_query = req.uri().path_and_query().cloned();
+    if let Ok(uri) = http::Uri::from_parts(parts) {
+        *req.uri_mut() = uri;
+    }
+    *req.version_mut() = http::Version::HTTP_2;
+}
+
+fn classify(e: &hyper::Error) -> Failure {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(s) = source {
+        if s.is::<crate::limits::BodyTooLarge>() {
+            return Failure::BodyTooLarge;
+        }
+        if let Some(io) = s.downcast_ref::<std::io::Error>()
+            && io.kind() == std::io::ErrorKind::TimedOut
+        {
+            return Failure::ReadTimeout;
+        }
+        source = s.source();
+    }
+    Failure::Broken(e.to_string())
+}
+
+async fn connect(svc: &ServiceRt, target: &TargetRt, upgrade: bool) -> Result<Conn, String> {
+    let tcp = TcpStream::connect(&*target.address).await.map_err(|e| format!("connect to {}: {e}", target.address))?;
+    let _ = tcp.set_nodelay(true);
+    let stream = match &svc.tls {
+        Some((config, name)) => {
+            let tls = tokio_rustls::TlsConnector::from(config.clone())
+                .connect(name.clone(), tcp)
+                .await
+                .map_err(|e| format!("TLS handshake with {}: {e}", target.address))?;
+            Stream::Tls(Box::new(tls))
+        }
+        None => Stream::Tcp(tcp),
+    };
+    let h2 = !upgrade && (svc.proto == Proto::H2c || stream.is_h2());
+    let io = TokioIo::new(TimedStream::new(stream, svc.write_timeout));
+    let handshake_err = |e: hyper::Error| format!("HTTP handshake with {}: {e}", target.address);
+    if h2 {
+        let (sender, conn) =
+            http2::Builder::new(LocalExec).timer(TokioTimer::new()).handshake(io).await.map_err(handshake_err)?;
+        tokio::task::spawn_local(conn);
+        Ok(Conn::H2(sender))
+    } else {
+        let (sender, conn) = http1::Builder::new().handshake(io).await.map_err(handshake_err)?;
+        if upgrade {
+            tokio::task::spawn_local(conn.with_upgrades());
+        } else {
+            tokio::task::spawn_local(conn);
+        }
+        Ok(Conn::H1(sender))
+    }
+}

@@ -1,0 +1,119 @@
+//! Turning the client's request into the upstream's: path rewriting (`strip_path`, base path),
+//! hop-by-hop headers removed, `X-Forwarded-*` set, Host chosen.
+
+use crate::snapshot::{RouteRt, TargetRt};
+use http::Version;
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::uri::{PathAndQuery, Uri};
+
+/// Per-connection values that every request on the connection forwards, computed once.
+pub struct ConnInfo {
+    /// The client's IP, as an `X-Forwarded-For` value.
+    pub client_ip: HeaderValue,
+    /// `http` or `https`.
+    pub proto: HeaderValue,
+    /// The listener's port.
+    pub port: HeaderValue,
+}
+
+static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+static X_FORWARDED_PORT: HeaderName = HeaderName::from_static("x-forwarded-port");
+static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
+static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
+
+/// Whether the request asks to switch protocols (WebSocket); only HTTP/1.1 can.
+pub fn is_upgrade(version: Version, headers: &HeaderMap) -> bool {
+    version == Version::HTTP_11
+        && headers.contains_key(header::UPGRADE)
+        && headers
+            .get_all(header::CONNECTION)
+            .iter()
+            .any(|v| v.to_str().is_ok_and(|s| s.split(',').any(|t| t.trim().eq_ignore_ascii_case("upgrade"))))
+}
+
+/// The host the client asked for: the Host header (HTTP/1.1) or the URI authority (HTTP/2).
+pub fn client_host<'a>(uri: &'a Uri, headers: &'a HeaderMap) -> Option<&'a str> {
+    match headers.get(header::HOST).and_then(|h| h.to_str().ok()) {
+        Some(h) => Some(h),
+        None => uri.authority().map(|a| a.as_str()),
+    }
+}
+
+/// Removes the headers that describe the client connection rather than the request (RFC 9110
+/// §7.6.1), including any the client listed in `Connection`. `te: trailers` stays: gRPC needs it.
+pub fn strip_hop_by_hop(headers: &mut HeaderMap, upgrade: bool) {
+    if let Some(conn) = headers.remove(header::CONNECTION) {
+        let listed = conn.to_str().unwrap_or("");
+        for name in listed.split(',').map(str::trim).filter(|n| !n.is_empty()) {
+            if !(upgrade && name.eq_ignore_ascii_case("upgrade")) {
+                headers.remove(name);
+            }
+        }
+    }
+    for name in
+        [&KEEP_ALIVE, &PROXY_CONNECTION, &header::TRANSFER_ENCODING, &header::TRAILER, &header::PROXY_AUTHORIZATION]
+    {
+        headers.remove(name);
+    }
+    if let Some(te) = headers.get(header::TE)
+        && !te.as_bytes().eq_ignore_ascii_case(b"trailers")
+    {
+        headers.remove(header::TE);
+    }
+    if upgrade {
+        headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+    } else {
+        headers.remove(header::UPGRADE);
+    }
+}
+
+/// Adds `X-Forwarded-For` (appended to what the client sent), `-Proto`, `-Host` and `-Port`.
+pub fn set_forwarded(headers: &mut HeaderMap, conn: &ConnInfo, host: Option<&HeaderValue>) {
+    let xff = match headers.get(&X_FORWARDED_FOR) {
+        Some(prev) => {
+            let mut v = Vec::with_capacity(prev.len() + 2 + conn.client_ip.len());
+            v.extend_from_slice(prev.as_bytes());
+            v.extend_from_slice(b", ");
+            v.extend_from_slice(conn.client_ip.as_bytes());
+            HeaderValue::from_bytes(&v).unwrap_or_else(|_| conn.client_ip.clone())
+        }
+        None => conn.client_ip.clone(),
+    };
+    headers.insert(X_FORWARDED_FOR.clone(), xff);
+    headers.insert(X_FORWARDED_PROTO.clone(), conn.proto.clone());
+    headers.insert(X_FORWARDED_PORT.clone(), conn.port.clone());
+    if let Some(h) = host {
+        headers.insert(X_FORWARDED_HOST.clone(), h.clone());
+    }
+}
+
+/// The path (and query) sent upstream. Unchanged paths reuse the client's bytes.
+pub fn upstream_path(uri: &Uri, route: &RouteRt, matched_len: usize) -> PathAndQuery {
+    let base = route.service.base_path.as_str();
+    let original = uri.path_and_query().cloned().unwrap_or_else(|| PathAndQuery::from_static("/"));
+    if base.is_empty() && !route.strip_path {
+        return original;
+    }
+    let path = uri.path();
+    let rest = if route.strip_path { path.get(matched_len..).unwrap_or("") } else { path };
+    let mut out = String::with_capacity(base.len() + rest.len() + 1 + uri.query().map_or(0, |q| q.len() + 1));
+    out.push_str(base);
+    if !rest.starts_with('/') {
+        out.push('/');
+    }
+    out.push_str(rest);
+    if let Some(q) = uri.query() {
+        out.push('?');
+        out.push_str(q);
+    }
+    PathAndQuery::try_from(out).unwrap_or(original)
+}
+
+/// Points a prepared request at `target`: Host is the client's (with `preserve_host`) or the
+/// target's. Called again when a retry goes to another target.
+pub fn aim(headers: &mut HeaderMap, target: &TargetRt, preserve: Option<&HeaderValue>) {
+    let host = preserve.cloned().unwrap_or_else(|| target.host_header.clone());
+    headers.insert(header::HOST, host);
+}

@@ -1,0 +1,209 @@
+//! One request through the gateway: limits, routing, the plugin phases, target choice with
+//! retries, the upstream exchange, and the response on its way back.
+
+use crate::chain::Chain;
+use crate::client::{self, Failure, UpstreamBody};
+use crate::forward::{self, ConnInfo};
+use crate::limits::{self, LimitedBody};
+use crate::snapshot::{RouteRt, Snapshot};
+use crate::tunnel;
+use http::header::{self, HeaderValue};
+use http::{Request, Response, StatusCode, Version};
+use hyper::body::Incoming;
+use meshgate_core::{ErrorKind, Flow, ProxyBody, RequestCtx, ResponseInfo};
+use meshgate_router::RequestView;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+/// What a connection knows about itself, shared by its requests.
+pub struct ConnCtx {
+    /// Values forwarded on every request.
+    pub info: ConnInfo,
+    /// The client's address.
+    pub peer: SocketAddr,
+    /// Whether the client connection is TLS.
+    pub tls: bool,
+}
+
+/// Handles one request to completion of its response head. Never fails: every problem becomes
+/// a JSON error response.
+pub async fn handle(snap: Arc<Snapshot>, conn: &ConnCtx, mut req: Request<Incoming>) -> Response<ProxyBody> {
+    let upgrade = forward::is_upgrade(req.version(), req.headers());
+    let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
+    let (parts, body) = req.into_parts();
+    let mut cx = RequestCtx::new(parts, conn.peer, conn.tls);
+
+    if let Some(resp) = limits::check_headers(&cx.request.headers, &snap.limits) {
+        return finish(&snap, None, cx, resp).await;
+    }
+    let declared = content_length(&cx.request.headers);
+    if declared.is_some_and(|n| n > snap.limits.max_body_bytes) {
+        let msg = format!("request body is larger than {} bytes", snap.limits.max_body_bytes);
+        return finish(&snap, None, cx, ErrorKind::BodyTooLarge.response(&msg)).await;
+    }
+
+    let found = {
+        let view = RequestView {
+            host: forward::client_host(&cx.request.uri, &cx.request.headers),
+            path: cx.request.uri.path(),
+            method: &cx.request.method,
+            headers: &cx.request.headers,
+        };
+        snap.router.find(&view).map(|m| (m.value.clone(), m.matched_path_len))
+    };
+    let Some((route, matched_len)) = found else {
+        // Global plugins still see unmatched requests (request ids, logs, and later auth).
+        for p in snap.unmatched.on_request.iter() {
+            if let Flow::Respond(resp) = p.on_request(&mut cx).await {
+                return finish(&snap, None, cx, resp).await;
+            }
+        }
+        let resp = ErrorKind::NoRoute.response("no route matches the request");
+        return finish(&snap, None, cx, resp).await;
+    };
+    cx.route = Some(route.info.clone());
+
+    for p in route.chain.on_request.iter() {
+        if let Flow::Respond(resp) = p.on_request(&mut cx).await {
+            return finish(&snap, Some(&route), cx, resp).await;
+        }
+    }
+
+    let mut body = ProxyBody::from(body);
+    if declared.is_none() && !http_body::Body::is_end_stream(&body) {
+        body = ProxyBody::boxed(LimitedBody::new(body, snap.limits.max_body_bytes));
+    }
+    let resp = match forward_upstream(&mut cx, conn, &route, matched_len, body, upgrade).await {
+        Ok(mut resp) => {
+            if let Some(client_upgrade) = client_upgrade
+                && resp.status() == StatusCode::SWITCHING_PROTOCOLS
+            {
+                tunnel::spawn(client_upgrade, hyper::upgrade::on(&mut resp));
+            }
+            let (mut parts, body) = resp.into_parts();
+            if parts.status != StatusCode::SWITCHING_PROTOCOLS {
+                forward::strip_hop_by_hop(&mut parts.headers, false);
+            }
+            Response::from_parts(parts, ProxyBody::boxed(body))
+        }
+        Err(resp) => resp,
+    };
+    finish(&snap, Some(&route), cx, resp).await
+}
+
+/// Picks a target, sends, and retries on another target while nothing has been sent.
+async fn forward_upstream(
+    cx: &mut RequestCtx,
+    conn: &ConnCtx,
+    route: &RouteRt,
+    matched_len: usize,
+    body: ProxyBody,
+    upgrade: bool,
+) -> Result<Response<UpstreamBody>, Response<ProxyBody>> {
+    let svc = &route.service;
+    let mut headers = std::mem::take(&mut cx.request.headers);
+    let client_host = match headers.get(header::HOST) {
+        Some(h) => Some(h.clone()),
+        None => cx.request.uri.authority().and_then(|a| HeaderValue::from_str(a.as_str()).ok()),
+    };
+    let key = svc.balancer.hash_on().and_then(|h| meshgate_balance::hash_key(h, &headers, cx.client_addr.ip()));
+    forward::strip_hop_by_hop(&mut headers, upgrade);
+    forward::set_forwarded(&mut headers, &conn.info, client_host.as_ref());
+
+    let mut req = Request::new(body);
+    *req.method_mut() = cx.request.method.clone();
+    *req.uri_mut() = forward::upstream_path(&cx.request.uri, route, matched_len).into();
+    *req.version_mut() = Version::HTTP_11;
+    *req.headers_mut() = headers;
+    let preserve = if route.preserve_host { client_host.as_ref() } else { None };
+
+    let mut tried = Vec::new();
+    let mut attempt = 0;
+    loop {
+        let Some(pick) = svc.balancer.pick(key, &tried) else {
+            let msg = format!("service {:?} has no healthy target", svc.name);
+            return Err(ErrorKind::NoHealthyTarget.response(&msg));
+        };
+        let index = pick.index();
+        let target = &svc.targets[index];
+        cx.upstream = Some(target.address.clone());
+        forward::aim(req.headers_mut(), target, preserve);
+        if !route.chain.before_upstream.is_empty() {
+            let (mut parts, body) = req.into_parts();
+            for p in route.chain.before_upstream.iter() {
+                if let Flow::Respond(resp) = p.before_upstream(cx, &mut parts).await {
+                    return Err(resp);
+                }
+            }
+            req = Request::from_parts(parts, body);
+        }
+        match client::send(svc, target, req, upgrade).await {
+            Ok(resp) => {
+                pick.status(resp.status().as_u16());
+                return Ok(resp);
+            }
+            Err(e) => {
+                if matches!(e.failure, Failure::BodyTooLarge) {
+                    drop(pick); // the client's fault, not the target's
+                } else {
+                    pick.failure();
+                }
+                tracing::debug!(target = %target.address, failure = ?e.failure, "upstream attempt failed");
+                match e.request {
+                    Some(r) if e.failure.nothing_sent() && attempt < svc.retries => {
+                        attempt += 1;
+                        tried.push(index);
+                        req = r;
+                    }
+                    _ => return Err(failure_response(&e.failure, &target.address)),
+                }
+            }
+        }
+    }
+}
+
+fn failure_response(failure: &Failure, target: &str) -> Response<ProxyBody> {
+    match failure {
+        Failure::Connect(msg) => ErrorKind::UpstreamUnavailable.response(msg),
+        Failure::ConnectTimeout => {
+            ErrorKind::UpstreamTimeout.response(&format!("connecting to upstream {target} timed out"))
+        }
+        Failure::ReadTimeout => {
+            ErrorKind::UpstreamTimeout.response(&format!("upstream {target} did not answer in time"))
+        }
+        Failure::Broken(msg) => ErrorKind::UpstreamUnavailable.response(&format!("upstream {target}: {msg}")),
+        Failure::BodyTooLarge => ErrorKind::BodyTooLarge.response("request body is over the size limit"),
+    }
+}
+
+fn content_length(headers: &http::HeaderMap) -> Option<u64> {
+    headers.get(header::CONTENT_LENGTH)?.to_str().ok()?.parse().ok()
+}
+
+/// Runs `on_response` and arranges `on_log`, for upstream answers and the gateway's own alike.
+async fn finish(
+    snap: &Arc<Snapshot>,
+    route: Option<&Arc<RouteRt>>,
+    mut cx: RequestCtx,
+    resp: Response<ProxyBody>,
+) -> Response<ProxyBody> {
+    let chain: &Chain = route.map_or(&snap.unmatched, |r| &r.chain);
+    if chain.on_response.is_empty() && chain.on_log.is_empty() {
+        return resp;
+    }
+    let (mut parts, body) = resp.into_parts();
+    for p in chain.on_response.iter() {
+        p.on_response(&mut cx, &mut parts).await;
+    }
+    let body = if chain.on_log.is_empty() {
+        body
+    } else {
+        cx.response = Some(ResponseInfo { status: parts.status, body_bytes: 0, upstream: cx.upstream.clone() });
+        let plugins = match route {
+            Some(r) => crate::log::LogPlugins::Route(r.clone()),
+            None => crate::log::LogPlugins::Unmatched(snap.clone()),
+        };
+        ProxyBody::boxed(crate::log::LogBody::new(body, cx, plugins))
+    };
+    Response::from_parts(parts, body)
+}

@@ -1,0 +1,81 @@
+//! The log phase: runs once the response body has been sent (or the client went away), with the
+//! final status and byte count. Only requests whose chain has `on_log` plugins pay for this.
+
+use crate::snapshot::{RouteRt, Snapshot};
+use bytes::Bytes;
+use http_body::{Body, Frame, SizeHint};
+use meshgate_core::{BoxError, ProxyBody, RequestCtx};
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+/// Where the log plugins of a request live; holding it keeps them alive.
+pub enum LogPlugins {
+    /// The matched route's chain.
+    Route(Arc<RouteRt>),
+    /// The global chain, for unmatched requests.
+    Unmatched(Arc<Snapshot>),
+}
+
+/// A response body that counts bytes and calls `on_log` when it ends or is dropped.
+pub struct LogBody {
+    inner: ProxyBody,
+    cx: Option<RequestCtx>,
+    plugins: LogPlugins,
+    bytes: u64,
+}
+
+impl LogBody {
+    /// Wraps a response body; `cx.response` must already hold the status.
+    pub fn new(inner: ProxyBody, cx: RequestCtx, plugins: LogPlugins) -> Self {
+        LogBody { inner, cx: Some(cx), plugins, bytes: 0 }
+    }
+
+    fn log(&mut self) {
+        let Some(mut cx) = self.cx.take() else { return };
+        if let Some(r) = cx.response.as_mut() {
+            r.body_bytes = self.bytes;
+        }
+        let chain = match &self.plugins {
+            LogPlugins::Route(r) => &r.chain,
+            LogPlugins::Unmatched(s) => &s.unmatched,
+        };
+        for p in chain.on_log.iter() {
+            p.on_log(&cx);
+        }
+    }
+}
+
+impl Body for LogBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let this = self.get_mut();
+        let poll = Pin::new(&mut this.inner).poll_frame(cx);
+        match &poll {
+            Poll::Ready(Some(Ok(frame))) => {
+                if let Some(d) = frame.data_ref() {
+                    this.bytes += d.len() as u64;
+                }
+            }
+            Poll::Ready(None) | Poll::Ready(Some(Err(_))) => this.log(),
+            Poll::Pending => {}
+        }
+        poll
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+impl Drop for LogBody {
+    fn drop(&mut self) {
+        self.log();
+    }
+}

@@ -1,0 +1,378 @@
+//! A config compiled into the form the hot path reads: a precompiled router whose entries hold
+//! everything a request needs (service, balancer, plugin chains, TLS settings). Snapshots are
+//! immutable; a reload builds a new one and swaps it in whole.
+
+use crate::chain::{self, Chain, Instance};
+use crate::tls;
+use meshgate_balance::{ActiveConfig, Balancer, PassiveConfig, TargetRegistry, TargetSpec, TargetState};
+use meshgate_config::model::{Config, Listener, PluginRef, Protocol, Service};
+use meshgate_config::{ConfigError, ConfigErrors, Document, HashOn, ServiceUrl, Source};
+use meshgate_core::{Registry, RouteInfo};
+use meshgate_router::{RouteSpec, Router};
+use rustls::pki_types::ServerName;
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// One compiled configuration.
+pub struct Snapshot {
+    /// Routes, precompiled.
+    pub(crate) router: Router<Arc<RouteRt>>,
+    /// Global plugins, for requests that match no route.
+    pub(crate) unmatched: Chain,
+    /// Client-side limits.
+    pub(crate) limits: Limits,
+    /// Listener settings, including TLS.
+    pub(crate) listeners: Vec<ListenerRt>,
+    /// Upstreams with active health checks, for the control thread to probe.
+    pub(crate) active_checks: Vec<(String, Vec<Arc<TargetState>>, ActiveConfig)>,
+    /// `(upstream, address)` of every target, so reloads can forget removed targets' state.
+    pub(crate) live_targets: Vec<(String, String)>,
+    /// Worker threads wanted (only read at start).
+    pub(crate) workers: Option<usize>,
+    /// How long to wait for requests in flight on shutdown.
+    pub(crate) drain_timeout: Duration,
+    /// Whether to watch the config file.
+    pub(crate) watch_config: bool,
+}
+
+/// Limits applied to every client connection and request.
+#[derive(Clone, Debug)]
+pub struct Limits {
+    pub(crate) max_header_bytes: usize,
+    pub(crate) max_headers: usize,
+    pub(crate) max_body_bytes: u64,
+    pub(crate) client_idle_timeout: Duration,
+    pub(crate) client_header_timeout: Duration,
+    pub(crate) max_connections: usize,
+}
+
+/// A listener as compiled.
+pub struct ListenerRt {
+    pub(crate) name: Arc<str>,
+    pub(crate) address: std::net::SocketAddr,
+    pub(crate) tls: Option<Arc<rustls::ServerConfig>>,
+    pub(crate) http2: bool,
+}
+
+/// A route with everything the hot path needs, resolved.
+pub struct RouteRt {
+    pub(crate) info: RouteInfo,
+    pub(crate) service: Arc<ServiceRt>,
+    pub(crate) strip_path: bool,
+    pub(crate) preserve_host: bool,
+    pub(crate) chain: Chain,
+}
+
+/// How the gateway talks to a service's servers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Proto {
+    /// HTTP/1.1 over TCP.
+    Http1,
+    /// HTTP/2 over TCP, prior knowledge.
+    H2c,
+    /// TLS; ALPN picks HTTP/2 or HTTP/1.1.
+    Tls,
+}
+
+/// A service as compiled.
+pub struct ServiceRt {
+    pub(crate) name: Arc<str>,
+    pub(crate) balancer: Balancer,
+    /// Parallel to the balancer's targets.
+    pub(crate) targets: Box<[TargetRt]>,
+    pub(crate) proto: Proto,
+    pub(crate) tls: Option<(Arc<rustls::ClientConfig>, ServerName<'static>)>,
+    /// Prepended to forwarded paths; "" for none.
+    pub(crate) base_path: String,
+    pub(crate) connect_timeout: Duration,
+    pub(crate) read_timeout: Duration,
+    pub(crate) write_timeout: Duration,
+    pub(crate) retries: u32,
+}
+
+/// One server of a service.
+pub struct TargetRt {
+    /// `host:port` to connect to.
+    pub(crate) address: Arc<str>,
+    /// Identifies pooled connections that can carry this service's requests to this server.
+    pub(crate) pool_key: Arc<str>,
+    /// Host header (HTTP/2: `:authority`) sent when the route does not preserve the client's.
+    pub(crate) host_header: http::HeaderValue,
+}
+
+/// Compiles a loaded config. Errors found here (bad certificates, unknown plugins, bad plugin
+/// settings) are located in the file like validation errors.
+pub fn compile(doc: &Document, registry: &Registry, targets: &TargetRegistry) -> Result<Snapshot, ConfigErrors> {
+    let (config, source) = (&doc.config, &doc.source);
+    let mut errors = Vec::new();
+    let plugins = Plugins::build(config, registry, source, &mut errors);
+    let listeners = listeners(&config.listeners, source, &mut errors);
+
+    let mut services = HashMap::new();
+    let mut active_checks = Vec::new();
+    let mut live_targets = Vec::new();
+    for (i, s) in config.services.iter().enumerate() {
+        match service(config, s, i, source, targets, &mut active_checks) {
+            Ok((rt, upstream)) => {
+                live_targets.extend(rt.targets.iter().map(|t| (upstream.clone(), t.address.to_string())));
+                services.insert(s.name.as_str(), Arc::new(rt));
+            }
+            Err(e) => errors.push(e),
+        }
+    }
+
+    let mut routes = Vec::with_capacity(config.routes.len());
+    for (i, r) in config.routes.iter().enumerate() {
+        let spec = match RouteSpec::from_config(r) {
+            Ok(spec) => spec,
+            Err(msg) => {
+                errors.push(source.error(format!("routes[{i}]"), msg));
+                continue;
+            }
+        };
+        let Some(service) = services.get(r.service.as_str()) else { continue };
+        let chain = Chain::merge(&[&plugins.global, plugins.of_service(&r.service), plugins.of_route(&r.name)]);
+        let info = RouteInfo { name: r.name.as_str().into(), service: service.name.clone() };
+        let rt =
+            RouteRt { info, service: service.clone(), strip_path: r.strip_path, preserve_host: r.preserve_host, chain };
+        routes.push((spec, Arc::new(rt)));
+    }
+    if !errors.is_empty() {
+        return Err(ConfigErrors(errors));
+    }
+    let router = Router::build(routes)
+        .map_err(|e| ConfigErrors(vec![source.error(format!("routes[{}]", e.route_index), e.message)]))?;
+
+    let l = &config.limits;
+    Ok(Snapshot {
+        router,
+        unmatched: Chain::merge(&[&plugins.global]),
+        limits: Limits {
+            max_header_bytes: l.max_header_bytes.bytes() as usize,
+            max_headers: l.max_headers,
+            max_body_bytes: l.max_body_bytes.bytes(),
+            client_idle_timeout: l.client_idle_timeout.get(),
+            client_header_timeout: l.client_header_timeout.get(),
+            max_connections: l.max_connections,
+        },
+        listeners,
+        active_checks,
+        live_targets,
+        workers: config.runtime.workers,
+        drain_timeout: config.runtime.drain_timeout.get(),
+        watch_config: config.runtime.watch_config,
+    })
+}
+
+/// Plugin instances by scope, each built once even when shared by many routes.
+struct Plugins {
+    global: Vec<Instance>,
+    by_service: HashMap<String, Vec<Instance>>,
+    by_route: HashMap<String, Vec<Instance>>,
+}
+
+impl Plugins {
+    fn build(config: &Config, registry: &Registry, source: &Source, errors: &mut Vec<ConfigError>) -> Plugins {
+        let mut p = Plugins { global: Vec::new(), by_service: HashMap::new(), by_route: HashMap::new() };
+        let mut add =
+            |entry: &PluginRef, field: String, scope: Scope<'_>| match chain::build(registry, entry, source, &field) {
+                Ok(Some(inst)) => match scope {
+                    Scope::Global => p.global.push(inst),
+                    Scope::Service(s) => p.by_service.entry(s.to_owned()).or_default().push(inst),
+                    Scope::Route(r) => p.by_route.entry(r.to_owned()).or_default().push(inst),
+                },
+                Ok(None) => {}
+                Err(e) => errors.push(e),
+            };
+        for (i, entry) in config.plugins.iter().enumerate() {
+            let scope = match (&entry.route, &entry.service) {
+                (Some(r), _) => Scope::Route(r),
+                (None, Some(s)) => Scope::Service(s),
+                (None, None) => Scope::Global,
+            };
+            add(entry, format!("plugins[{i}]"), scope);
+        }
+        for (i, s) in config.services.iter().enumerate() {
+            for (j, entry) in s.plugins.iter().enumerate() {
+                add(entry, format!("services[{i}].plugins[{j}]"), Scope::Service(&s.name));
+            }
+        }
+        for (i, r) in config.routes.iter().enumerate() {
+            for (j, entry) in r.plugins.iter().enumerate() {
+                add(entry, format!("routes[{i}].plugins[{j}]"), Scope::Route(&r.name));
+            }
+        }
+        p
+    }
+
+    fn of_service(&self, name: &str) -> &[Instance] {
+        self.by_service.get(name).map_or(&[], Vec::as_slice)
+    }
+
+    fn of_route(&self, name: &str) -> &[Instance] {
+        self.by_route.get(name).map_or(&[], Vec::as_slice)
+    }
+}
+
+enum Scope<'a> {
+    Global,
+    Service(&'a str),
+    Route(&'a str),
+}
+
+fn listeners(list: &[Listener], source: &Source, errors: &mut Vec<ConfigError>) -> Vec<ListenerRt> {
+    let mut out = Vec::new();
+    for (i, l) in list.iter().enumerate() {
+        let field = format!("listeners[{i}]");
+        let Ok(address) = l.address.parse() else { continue }; // validation reported it
+        let tls = match &l.tls {
+            Some(t) => match tls::server_config(t, l.http2, source, &field) {
+                Ok(c) => Some(c),
+                Err(e) => {
+                    errors.push(e);
+                    continue;
+                }
+            },
+            None => None,
+        };
+        out.push(ListenerRt { name: l.name.as_str().into(), address, tls, http2: l.http2 });
+    }
+    out
+}
+
+fn service(
+    config: &Config,
+    s: &Service,
+    index: usize,
+    source: &Source,
+    registry: &TargetRegistry,
+    active_checks: &mut Vec<(String, Vec<Arc<TargetState>>, ActiveConfig)>,
+) -> Result<(ServiceRt, String), ConfigError> {
+    let field = format!("services[{index}]");
+    // A service with a URL is a one-target upstream of its own, so both kinds share one code path.
+    let (balancer_name, specs, algorithm, hash_on, health, tls_host, base_path, url_tls) = match (&s.url, &s.upstream) {
+        (Some(url), _) => {
+            let u = ServiceUrl::parse(url).map_err(|m| source.error(format!("{field}.url"), m))?;
+            let address = if u.host.contains(':') {
+                format!("[{}]:{}", u.host, u.port)
+            } else {
+                format!("{}:{}", u.host, u.port)
+            };
+            let spec = TargetSpec { address, weight: 1 };
+            (
+                format!("service:{}", s.name),
+                vec![spec],
+                Default::default(),
+                None,
+                Default::default(),
+                Some(u.host),
+                u.base_path,
+                u.tls,
+            )
+        }
+        (None, Some(name)) => {
+            let up = config
+                .upstreams
+                .iter()
+                .find(|u| &u.name == name)
+                .ok_or_else(|| source.error(format!("{field}.upstream"), "unknown upstream"))?;
+            let specs =
+                up.targets.iter().map(|t| TargetSpec { address: t.address.clone(), weight: t.weight }).collect();
+            let hash_on = up.hash_on.as_deref().and_then(|h| HashOn::parse(h).ok());
+            let base = s.path.as_deref().unwrap_or("").trim_end_matches('/').to_owned();
+            (up.name.clone(), specs, up.algorithm, hash_on, up.health.clone(), None, base, false)
+        }
+        (None, None) => return Err(source.error(field, "needs `url` or `upstream`")),
+    };
+    let proto = match (s.protocol, url_tls) {
+        (Some(Protocol::H2c), _) => Proto::H2c,
+        (Some(Protocol::Https), _) | (None, true) => Proto::Tls,
+        _ => Proto::Http1,
+    };
+    let tls = if proto == Proto::Tls {
+        let config = tls::client_config(&s.tls, source, &format!("{field}.tls"))?;
+        let host =
+            s.tls.server_name.clone().or(tls_host.clone()).unwrap_or_else(|| host_of(&specs[0].address).to_owned());
+        let name = tls::server_name(&host).map_err(|m| source.error(format!("{field}.tls.server_name"), m))?;
+        Some((config, name))
+    } else {
+        None
+    };
+    let passive = health.passive.as_ref().map(|p| PassiveConfig {
+        unhealthy_after: p.unhealthy_after,
+        recover_after: p.recover_after.get(),
+        count_5xx: p.count_5xx,
+    });
+    let balancer = Balancer::new(&balancer_name, algorithm, hash_on, &specs, passive, registry);
+    if let Some(a) = &health.active
+        && !active_checks.iter().any(|(n, _, _)| n == &balancer_name)
+    {
+        let cfg = ActiveConfig {
+            path: a.path.clone(),
+            interval: a.interval.get(),
+            timeout: a.timeout.get(),
+            healthy_after: a.healthy_after,
+            unhealthy_after: a.unhealthy_after,
+            healthy_statuses: a.healthy_statuses.clone(),
+            host: a.host.clone(),
+        };
+        active_checks.push((balancer_name.clone(), balancer.targets().to_vec(), cfg));
+    }
+    let targets = specs
+        .iter()
+        .map(|t| {
+            // The Host header names the server as the URL did (no default port), or the target.
+            let authority = match &tls_host {
+                Some(h) if url_tls && t.address.ends_with(":443") || !url_tls && t.address.ends_with(":80") => {
+                    if h.contains(':') { format!("[{h}]") } else { h.clone() }
+                }
+                _ => t.address.clone(),
+            };
+            let host_header = http::HeaderValue::try_from(authority)
+                .map_err(|_| source.error(field.clone(), format!("invalid address {:?}", t.address)))?;
+            let pool_key = match proto {
+                Proto::Http1 => format!("http|{}", t.address),
+                Proto::H2c => format!("h2c|{}", t.address),
+                Proto::Tls => format!("tls|{}|{}", t.address, s.name),
+            };
+            Ok(TargetRt { address: t.address.as_str().into(), pool_key: pool_key.into(), host_header })
+        })
+        .collect::<Result<Vec<_>, ConfigError>>()?;
+    let t = &s.timeouts;
+    let rt = ServiceRt {
+        name: s.name.as_str().into(),
+        balancer,
+        targets: targets.into(),
+        proto,
+        tls,
+        base_path,
+        connect_timeout: t.connect.get(),
+        read_timeout: t.read.get(),
+        write_timeout: t.write.get(),
+        retries: s.retries,
+    };
+    Ok((rt, balancer_name))
+}
+
+/// The host part of `host:port` (IPv6 brackets removed).
+pub(crate) fn host_of(address: &str) -> &str {
+    let host = address.rsplit_once(':').map_or(address, |(h, _)| h);
+    host.trim_start_matches('[').trim_end_matches(']')
+}
+
+impl Snapshot {
+    /// Warnings about routes that can never match, for `validate` and reload logs.
+    pub fn route_findings(&self) -> Vec<String> {
+        use meshgate_router::Finding;
+        let findings = self.router.analyze().into_iter();
+        findings
+            .map(|f| match f {
+                Finding::Unreachable { route, reason } => format!("route {route:?} can never match: {reason}"),
+                Finding::Shadowed { route, by } => {
+                    format!("route {route:?} can never match: every request it matches goes to {by}")
+                }
+            })
+            .collect()
+    }
+}

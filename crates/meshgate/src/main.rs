@@ -1,0 +1,168 @@
+//! `meshgate`: the API gateway binary.
+//!
+//! Exit codes: 0 success, 1 runtime failure (e.g. a port in use), 2 bad config or usage.
+
+mod demo;
+
+use clap::{Parser, Subcommand, ValueEnum};
+use meshgate_proxy::Gateway;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+/// API gateway and service-mesh proxy.
+#[derive(Parser)]
+#[command(name = "meshgate", version, about, long_about = None)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+    /// Log format on stderr.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line, for log shippers.
+    Json,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the gateway on a config file. Reloads it on change and on SIGHUP (a bad new config is
+    /// refused and the running one kept); drains requests in flight on SIGTERM or Ctrl-C.
+    Run {
+        /// The YAML config file.
+        #[arg(short, long, env = "MESHGATE_CONFIG")]
+        config: PathBuf,
+    },
+    /// Check a config file without starting anything: syntax, references, certificates, plugin
+    /// settings. Prints every error with file, line and field, and warns about routes that can
+    /// never match. Exit code 0 when valid, 2 when not.
+    Validate {
+        /// The YAML config file.
+        file: PathBuf,
+    },
+    /// Start small sample upstream services on 127.0.0.1:9101-9105 and the gateway on
+    /// `examples/gateway.yaml` (listening on 127.0.0.1:8080), to try meshgate with curl.
+    Demo {
+        /// The gateway config to run the demo with.
+        #[arg(short, long, default_value = "examples/gateway.yaml")]
+        config: PathBuf,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(cli.log_format);
+    match cli.command {
+        Command::Run { config } => run(&config),
+        Command::Validate { file } => validate(&file),
+        Command::Demo { config } => match demo::start_upstreams() {
+            Ok(()) => run(&config),
+            Err(e) => {
+                eprintln!("meshgate demo: cannot start the sample upstreams: {e}");
+                ExitCode::from(1)
+            }
+        },
+    }
+}
+
+fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+fn validate(file: &Path) -> ExitCode {
+    let doc = match meshgate_config::load_file(file) {
+        Ok(doc) => doc,
+        Err(errors) => return config_errors(&errors),
+    };
+    let targets = meshgate_balance::TargetRegistry::new();
+    match meshgate_proxy::compile(&doc, &meshgate_plugins::builtin(), &targets) {
+        Ok(snap) => {
+            for w in snap.route_findings() {
+                println!("warning: {}: {w}", file.display());
+            }
+            let c = &doc.config;
+            println!(
+                "{}: valid ({} listeners, {} services, {} upstreams, {} routes)",
+                file.display(),
+                c.listeners.len(),
+                c.services.len(),
+                c.upstreams.len(),
+                c.routes.len()
+            );
+            ExitCode::SUCCESS
+        }
+        Err(errors) => config_errors(&errors),
+    }
+}
+
+fn config_errors(errors: &meshgate_config::ConfigErrors) -> ExitCode {
+    for e in &errors.0 {
+        eprintln!("error: {e}");
+    }
+    ExitCode::from(2)
+}
+
+fn run(config: &Path) -> ExitCode {
+    let doc = match meshgate_config::load_file(config) {
+        Ok(doc) => doc,
+        Err(errors) => return config_errors(&errors),
+    };
+    let gateway = match Gateway::start_with(config, doc, meshgate_plugins::builtin()) {
+        Ok(g) => Arc::new(g),
+        Err(meshgate_proxy::StartError::Config(errors)) => return config_errors(&errors),
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    if let Err(e) = gateway.watch() {
+        tracing::warn!("config file watching is off: {e}");
+    }
+    let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    let signals = rt.block_on(wait_for_signals(&gateway));
+    if let Err(e) = signals {
+        eprintln!("error: cannot install signal handlers: {e}");
+        return ExitCode::from(1);
+    }
+    tracing::info!("shutting down: draining requests in flight");
+    gateway.shutdown();
+    tracing::info!("stopped");
+    ExitCode::SUCCESS
+}
+
+/// Reloads on SIGHUP; returns on SIGTERM or SIGINT.
+async fn wait_for_signals(gateway: &Gateway) -> std::io::Result<()> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut hup = signal(SignalKind::hangup())?;
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    loop {
+        tokio::select! {
+            _ = hup.recv() => {
+                tracing::info!("SIGHUP: reloading config");
+                gateway.reload_and_log();
+            }
+            _ = term.recv() => return Ok(()),
+            _ = int.recv() => return Ok(()),
+        }
+    }
+}
