@@ -120,6 +120,22 @@ fn run(config: &Path) -> ExitCode {
         Ok(doc) => doc,
         Err(errors) => return config_errors(&errors),
     };
+    let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    // Handlers go in before the listeners open: a SIGHUP sent as soon as the port answers (a
+    // deploy script's reload) must reload, not kill the process with the default action.
+    let signals = match rt.block_on(async { Signals::install() }) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("error: cannot install signal handlers: {e}");
+            return ExitCode::from(1);
+        }
+    };
     let gateway = match Gateway::start_with(config, doc, meshgate_plugins::builtin()) {
         Ok(g) => Arc::new(g),
         Err(meshgate_proxy::StartError::Config(errors)) => return config_errors(&errors),
@@ -131,38 +147,42 @@ fn run(config: &Path) -> ExitCode {
     if let Err(e) = gateway.watch() {
         tracing::warn!("config file watching is off: {e}");
     }
-    let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("error: {e}");
-            return ExitCode::from(1);
-        }
-    };
-    let signals = rt.block_on(wait_for_signals(&gateway));
-    if let Err(e) = signals {
-        eprintln!("error: cannot install signal handlers: {e}");
-        return ExitCode::from(1);
-    }
+    rt.block_on(signals.wait(&gateway));
     tracing::info!("shutting down: draining requests in flight");
     gateway.shutdown();
     tracing::info!("stopped");
     ExitCode::SUCCESS
 }
 
-/// Reloads on SIGHUP; returns on SIGTERM or SIGINT.
-async fn wait_for_signals(gateway: &Gateway) -> std::io::Result<()> {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut hup = signal(SignalKind::hangup())?;
-    let mut term = signal(SignalKind::terminate())?;
-    let mut int = signal(SignalKind::interrupt())?;
-    loop {
-        tokio::select! {
-            _ = hup.recv() => {
-                tracing::info!("SIGHUP: reloading config");
-                gateway.reload_and_log();
+/// The signals `run` handles, registered before the gateway starts.
+struct Signals {
+    hup: tokio::signal::unix::Signal,
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    /// Registers the handlers; must run inside the runtime that will wait on them.
+    fn install() -> std::io::Result<Signals> {
+        use tokio::signal::unix::{SignalKind, signal};
+        Ok(Signals {
+            hup: signal(SignalKind::hangup())?,
+            term: signal(SignalKind::terminate())?,
+            int: signal(SignalKind::interrupt())?,
+        })
+    }
+
+    /// Reloads on SIGHUP; returns on SIGTERM or SIGINT.
+    async fn wait(mut self, gateway: &Gateway) {
+        loop {
+            tokio::select! {
+                _ = self.hup.recv() => {
+                    tracing::info!("SIGHUP: reloading config");
+                    gateway.reload_and_log();
+                }
+                _ = self.term.recv() => return,
+                _ = self.int.recv() => return,
             }
-            _ = term.recv() => return Ok(()),
-            _ = int.recv() => return Ok(()),
         }
     }
 }

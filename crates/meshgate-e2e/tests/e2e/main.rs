@@ -1,0 +1,15 @@
+//! End-to-end tests: real upstream servers, the real gateway in-process, real clients.
+//! One test binary (one link) with a module per area; `streaming.rs` is separate because it
+//! measures the process's memory and must run alone.
+
+mod balancing;
+mod errors;
+mod forwarding;
+mod health;
+mod http2;
+mod limits;
+mod plugins;
+mod reload;
+mod routing;
+mod tls;
+mod websocket;
