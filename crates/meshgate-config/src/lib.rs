@@ -16,5 +16,5 @@ mod validate;
 pub use error::{ConfigError, ConfigErrors};
 pub use load::{Document, load_file, load_str};
 pub use model::Config;
-pub use patterns::{HashOn, PathPattern, ServiceUrl};
+pub use patterns::{HashOn, PathPattern, ServiceUrl, regex_error};
 pub use source::Source;

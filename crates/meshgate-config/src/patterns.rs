@@ -3,6 +3,14 @@
 
 use http::Uri;
 
+/// A regex error on one line: the `regex` crate renders the pattern with a caret over several
+/// lines, which would break the one-error-per-line `file:line:col: field: message` format.
+pub fn regex_error(e: &regex::Error) -> String {
+    let text = e.to_string();
+    let last = text.lines().rev().find(|l| !l.trim().is_empty()).unwrap_or(&text);
+    last.trim().trim_start_matches("error: ").to_owned()
+}
+
 /// A route path as written: `/prefix`, `=/exact` or `~regex`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum PathPattern {
@@ -18,7 +26,7 @@ impl PathPattern {
     /// Parses the config syntax, checking what can be checked without the router.
     pub fn parse(s: &str) -> Result<PathPattern, String> {
         if let Some(re) = s.strip_prefix('~') {
-            regex::Regex::new(re).map_err(|e| format!("invalid regex path {s:?}: {e}"))?;
+            regex::Regex::new(re).map_err(|e| format!("invalid regex path {s:?}: {}", regex_error(&e)))?;
             Ok(PathPattern::Regex(re.to_owned()))
         } else if let Some(exact) = s.strip_prefix('=') {
             if !exact.starts_with('/') {

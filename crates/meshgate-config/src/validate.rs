@@ -221,7 +221,7 @@ fn routes(config: &Config, c: &mut Checker) {
                 if let Some(re) = v.strip_prefix('~')
                     && let Err(e) = regex::Regex::new(re)
                 {
-                    c.err(field.clone(), format!("invalid regex {v:?}: {e}"));
+                    c.err(field.clone(), format!("invalid regex {v:?}: {}", crate::patterns::regex_error(&e)));
                 }
             }
         }

@@ -100,7 +100,9 @@ pub fn upstream_path(uri: &Uri, route: &RouteRt, matched_len: usize) -> PathAndQ
     let rest = if route.strip_path { path.get(matched_len..).unwrap_or("") } else { path };
     let mut out = String::with_capacity(base.len() + rest.len() + 1 + uri.query().map_or(0, |q| q.len() + 1));
     out.push_str(base);
-    if !rest.starts_with('/') {
+    if rest.is_empty() && !base.is_empty() {
+        // `/api` stripped from `/api` is the service's base path itself, not `base/`.
+    } else if !rest.starts_with('/') {
         out.push('/');
     }
     out.push_str(rest);

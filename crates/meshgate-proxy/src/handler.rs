@@ -5,6 +5,7 @@ use crate::chain::Chain;
 use crate::client::{self, Failure, UpstreamBody};
 use crate::forward::{self, ConnInfo};
 use crate::limits::{self, LimitedBody};
+use crate::server::{BusyGuard, ConnSlot};
 use crate::snapshot::{RouteRt, Snapshot};
 use crate::tunnel;
 use http::header::{self, HeaderValue};
@@ -13,6 +14,7 @@ use hyper::body::Incoming;
 use meshgate_core::{ErrorKind, Flow, ProxyBody, RequestCtx, ResponseInfo};
 use meshgate_router::RequestView;
 use std::net::SocketAddr;
+use std::rc::Rc;
 use std::sync::Arc;
 
 /// What a connection knows about itself, shared by its requests.
@@ -23,11 +25,18 @@ pub struct ConnCtx {
     pub peer: SocketAddr,
     /// Whether the client connection is TLS.
     pub tls: bool,
+    /// The connection's place in the limits; upgraded tunnels keep it.
+    pub slot: Rc<ConnSlot>,
 }
 
 /// Handles one request to completion of its response head. Never fails: every problem becomes
-/// a JSON error response.
-pub async fn handle(snap: Arc<Snapshot>, conn: &ConnCtx, mut req: Request<Incoming>) -> Response<ProxyBody> {
+/// a JSON error response. `busy` is held by a streamed response body until it ends.
+pub async fn handle(
+    snap: Arc<Snapshot>,
+    conn: &ConnCtx,
+    mut req: Request<Incoming>,
+    busy: BusyGuard,
+) -> Response<ProxyBody> {
     let upgrade = forward::is_upgrade(req.version(), req.headers());
     let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
     let (parts, body) = req.into_parts();
@@ -78,9 +87,10 @@ pub async fn handle(snap: Arc<Snapshot>, conn: &ConnCtx, mut req: Request<Incomi
             if let Some(client_upgrade) = client_upgrade
                 && resp.status() == StatusCode::SWITCHING_PROTOCOLS
             {
-                tunnel::spawn(client_upgrade, hyper::upgrade::on(&mut resp));
+                tunnel::spawn(client_upgrade, hyper::upgrade::on(&mut resp), conn.slot.clone());
             }
-            let (mut parts, body) = resp.into_parts();
+            let (mut parts, mut body) = resp.into_parts();
+            body.hold(busy);
             if parts.status != StatusCode::SWITCHING_PROTOCOLS {
                 forward::strip_hop_by_hop(&mut parts.headers, false);
             }
@@ -119,8 +129,13 @@ async fn forward_upstream(
 
     let mut tried = Vec::new();
     let mut attempt = 0;
+    let mut last_failure: Option<(Failure, Arc<str>)> = None;
     loop {
         let Some(pick) = svc.balancer.pick(key, &tried) else {
+            // A retry that finds no other target answers with what actually went wrong.
+            if let Some((failure, target)) = last_failure {
+                return Err(failure_response(&failure, &target));
+            }
             let msg = format!("service {:?} has no healthy target", svc.name);
             return Err(ErrorKind::NoHealthyTarget.response(&msg));
         };
@@ -154,6 +169,7 @@ async fn forward_upstream(
                         attempt += 1;
                         tried.push(index);
                         req = r;
+                        last_failure = Some((e.failure, target.address.clone()));
                     }
                     _ => return Err(failure_response(&e.failure, &target.address)),
                 }

@@ -39,6 +39,40 @@ pub struct Shared {
     pub shutdown: watch::Sender<bool>,
 }
 
+/// Holds one place of `max_connections` and of the worker's drain count. Shared by the
+/// connection and, after a WebSocket upgrade, by its tunnel, so an upgraded connection stays
+/// counted until the tunnel closes.
+pub struct ConnSlot {
+    shared: Arc<Shared>,
+    index: usize,
+    live: Rc<Cell<usize>>,
+}
+
+impl Drop for ConnSlot {
+    fn drop(&mut self) {
+        self.shared.open[self.index].fetch_sub(1, Ordering::Relaxed);
+        self.live.set(self.live.get() - 1);
+    }
+}
+
+/// Counts a request as busy until its response body is finished or dropped, so the idle check
+/// does not cut a response that pauses (long polling, server-sent events). Atomic because
+/// response bodies must be `Send`.
+pub struct BusyGuard(Arc<AtomicUsize>);
+
+impl BusyGuard {
+    fn new(count: &Arc<AtomicUsize>) -> Self {
+        count.fetch_add(1, Ordering::Relaxed);
+        BusyGuard(count.clone())
+    }
+}
+
+impl Drop for BusyGuard {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
 /// Binds a listening socket that other workers can bind too (`SO_REUSEPORT`).
 pub fn bind(addr: SocketAddr) -> io::Result<std::net::TcpListener> {
     let domain = if addr.is_ipv6() { socket2::Domain::IPV6 } else { socket2::Domain::IPV4 };
@@ -111,26 +145,16 @@ async fn accept_loop(index: usize, listener: TcpListener, shared: Arc<Shared>, l
             continue;
         }
         let _ = tcp.set_nodelay(true);
-        let (shared, live, port) = (shared.clone(), live.clone(), port.clone());
         live.set(live.get() + 1);
-        tokio::task::spawn_local(async move {
-            serve(index, tcp, peer, port, snap, &shared).await;
-            shared.open[index].fetch_sub(1, Ordering::Relaxed);
-            live.set(live.get() - 1);
-        });
+        let slot = Rc::new(ConnSlot { shared: shared.clone(), index, live: live.clone() });
+        tokio::task::spawn_local(serve(tcp, peer, port.clone(), snap, slot));
     }
 }
 
-async fn serve(
-    index: usize,
-    tcp: TcpStream,
-    peer: SocketAddr,
-    port: HeaderValue,
-    snap: Arc<Snapshot>,
-    shared: &Arc<Shared>,
-) {
+async fn serve(tcp: TcpStream, peer: SocketAddr, port: HeaderValue, snap: Arc<Snapshot>, slot: Rc<ConnSlot>) {
+    let shared = slot.shared.clone();
     let limits = snap.limits.clone();
-    let listener = &snap.listeners[index];
+    let listener = &snap.listeners[slot.index];
     let activity = Arc::new(AtomicBool::new(true));
     let (stream, h2_alpn) = match &listener.tls {
         Some(config) => {
@@ -154,18 +178,14 @@ async fn serve(
         },
         peer,
         tls: h2_alpn.is_some(),
+        slot,
     });
-    let in_flight = Rc::new(Cell::new(0usize));
+    let busy = Arc::new(AtomicUsize::new(0));
     let service = {
-        let (shared, in_flight) = (shared.clone(), in_flight.clone());
+        let (shared, busy) = (shared.clone(), busy.clone());
         service_fn(move |req| {
-            let (snap, conn, in_flight) = (shared.snapshot.load_full(), conn.clone(), in_flight.clone());
-            in_flight.set(in_flight.get() + 1);
-            async move {
-                let resp = handler::handle(snap, &conn, req).await;
-                in_flight.set(in_flight.get() - 1);
-                Ok::<_, Infallible>(resp)
-            }
+            let (snap, conn, guard) = (shared.snapshot.load_full(), conn.clone(), BusyGuard::new(&busy));
+            async move { Ok::<_, Infallible>(handler::handle(snap, &conn, req, guard).await) }
         })
     };
     let builder = builder(&limits, listener.http2, h2_alpn);
@@ -188,8 +208,9 @@ async fn serve(
                 conn.as_mut().graceful_shutdown();
             }
             _ = idle.tick() => {
-                // Idle means: no request in flight and not a byte moved for a whole period.
-                if !activity.swap(false, Ordering::Relaxed) && in_flight.get() == 0 {
+                // Idle means: no request or response body in flight and not a byte moved for a
+                // whole period.
+                if !activity.swap(false, Ordering::Relaxed) && busy.load(Ordering::Relaxed) == 0 {
                     tracing::debug!(%peer, "closing idle client connection");
                     return;
                 }

@@ -11,7 +11,7 @@ use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
 use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, ServerConfig, SignatureScheme};
 use std::collections::HashMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 /// Picks a certificate by the client's SNI: exact name, then the longest wildcard, then the
@@ -53,7 +53,8 @@ pub fn server_config(
     let mut default = None;
     for (i, cert) in tls.certificates.iter().enumerate() {
         let at = format!("{field}.tls.certificates[{i}]");
-        let key = load_certified_key(cert, &provider).map_err(|(sub, msg)| source.error(format!("{at}.{sub}"), msg))?;
+        let key = load_certified_key(cert, source, &provider)
+            .map_err(|(sub, msg)| source.error(format!("{at}.{sub}"), msg))?;
         let key = Arc::new(key);
         let names = if cert.sni.is_empty() { names_in_cert(&key.cert[0]) } else { cert.sni.clone() };
         for name in names {
@@ -78,16 +79,26 @@ pub fn server_config(
     Ok(Arc::new(config))
 }
 
+/// Relative paths in a config file are relative to the file, so a config directory can move.
+fn resolve(source: &Source, path: &Path) -> PathBuf {
+    match source.path().parent() {
+        Some(dir) if path.is_relative() => dir.join(path),
+        _ => path.to_owned(),
+    }
+}
+
 fn load_certified_key(
     cert: &Certificate,
+    source: &Source,
     provider: &rustls::crypto::CryptoProvider,
 ) -> Result<CertifiedKey, (&'static str, String)> {
-    let chain = read_certs(&cert.cert).map_err(|m| ("cert", m))?;
+    let (cert_path, key_path) = (resolve(source, &cert.cert), resolve(source, &cert.key));
+    let chain = read_certs(&cert_path).map_err(|m| ("cert", m))?;
     if chain.is_empty() {
-        return Err(("cert", format!("{}: no PEM certificate found", cert.cert.display())));
+        return Err(("cert", format!("{}: no PEM certificate found", cert_path.display())));
     }
-    let key = read_key(&cert.key).map_err(|m| ("key", m))?;
-    CertifiedKey::from_der(chain, key, provider).map_err(|e| ("key", format!("{}: {e}", cert.key.display())))
+    let key = read_key(&key_path).map_err(|m| ("key", m))?;
+    CertifiedKey::from_der(chain, key, provider).map_err(|e| ("key", format!("{}: {e}", key_path.display())))
 }
 
 fn read_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
@@ -122,7 +133,7 @@ pub fn client_config(tls: &UpstreamTls, source: &Source, field: &str) -> Result<
         let mut roots = RootCertStore::empty();
         match &tls.ca {
             Some(ca) => {
-                let certs = read_certs(ca).map_err(|m| source.error(format!("{field}.ca"), m))?;
+                let certs = read_certs(&resolve(source, ca)).map_err(|m| source.error(format!("{field}.ca"), m))?;
                 let (added, _) = roots.add_parsable_certificates(certs);
                 if added == 0 {
                     return Err(

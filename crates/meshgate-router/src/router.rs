@@ -94,8 +94,13 @@ impl<T> Router<T> {
                 let hit = match p {
                     PathPattern::Exact(s) | PathPattern::Prefix(s) => Hit::Len(len_u32(s.len(), i)?),
                     PathPattern::Regex(re) => {
-                        let anchored = Regex::new(&format!("^(?:{re})"))
-                            .map_err(|e| err(format!("invalid regex path {:?}: {e}", format!("~{re}"))))?;
+                        let anchored = Regex::new(&format!("^(?:{re})")).map_err(|e| {
+                            err(format!(
+                                "invalid regex path {:?}: {}",
+                                format!("~{re}"),
+                                meshgate_config::regex_error(&e)
+                            ))
+                        })?;
                         regexes.push(anchored);
                         Hit::Regex(len_u32(regexes.len() - 1, i)?)
                     }

@@ -120,7 +120,9 @@ fn parse_method(m: &str) -> Result<Method, String> {
 
 fn parse_value(v: &str) -> Result<ValueMatch, String> {
     match v.strip_prefix('~') {
-        Some(re) => regex::Regex::new(re).map(ValueMatch::Regex).map_err(|e| format!("invalid regex {v:?}: {e}")),
+        Some(re) => regex::Regex::new(re)
+            .map(ValueMatch::Regex)
+            .map_err(|e| format!("invalid regex {v:?}: {}", meshgate_config::regex_error(&e))),
         None => Ok(ValueMatch::Exact(v.to_owned())),
     }
 }

@@ -23,7 +23,7 @@ upstreams:
 services:
   - {{name: ok, url: "http://{}"}}
   - {{name: closed, url: "http://{closed}"}}
-  - {{name: dead, upstream: dead, retries: 0}}
+  - {{name: dead, upstream: dead, retries: 1}}
   - {{name: slow, url: "http://{}", timeouts: {{read: 300ms}}}}
 routes:
   - {{name: ok, service: ok, paths: ["/ok"]}}
@@ -40,6 +40,8 @@ routes:
 
     client::get(addr, "/closed").await.assert_error(502, "upstream_unavailable");
 
+    // The failing attempt ejects the only target; its retry finds none, and the client is told
+    // what actually happened (502), not 503. The next request finds no healthy target.
     client::get(addr, "/dead").await.assert_error(502, "upstream_unavailable");
     client::get(addr, "/dead").await.assert_error(503, "no_healthy_target");
 

@@ -112,9 +112,6 @@ async fn idle_timeout_spares_slow_responses() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "bug: server.rs counts a request in flight only until its response head is returned; a \
-            response body that pauses longer than client_idle_timeout (long polling, SSE) is cut \
-            mid-body by the idle check"]
 async fn idle_timeout_spares_paused_response_bodies() {
     let up = Upstream::http("up").await;
     let gw = gateway(&up, "{client_idle_timeout: 500ms}");

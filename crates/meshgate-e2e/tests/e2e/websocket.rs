@@ -39,8 +39,6 @@ routes:
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "bug: server.rs stops counting a connection once it is upgraded (the hyper connection \
-            future ends and the tunnel runs detached), so WebSockets escape max_connections"]
 async fn websockets_count_towards_max_connections() {
     let ws = Upstream::websocket("ws").await;
     let gw = TestGateway::start(&config(&format!(

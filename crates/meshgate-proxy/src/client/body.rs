@@ -4,6 +4,7 @@
 
 use super::io::{progressed, stalled};
 use super::pool;
+use crate::server::BusyGuard;
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
@@ -27,15 +28,21 @@ pub struct UpstreamBody {
     read_timeout: Duration,
     idle: Option<Pin<Box<Sleep>>>,
     conn: Option<Returnable>,
+    busy: Option<BusyGuard>,
 }
 
 impl UpstreamBody {
     pub(crate) fn new(inner: Incoming, read_timeout: Duration, conn: Option<Returnable>) -> Self {
-        let mut body = UpstreamBody { inner, read_timeout, idle: None, conn };
+        let mut body = UpstreamBody { inner, read_timeout, idle: None, conn, busy: None };
         if body.inner.is_end_stream() {
             body.finish();
         }
         body
+    }
+
+    /// Keeps the client connection marked busy while this body streams.
+    pub fn hold(&mut self, busy: BusyGuard) {
+        self.busy = Some(busy);
     }
 
     fn finish(&mut self) {
