@@ -299,24 +299,12 @@ fn service(
     } else {
         None
     };
-    let passive = health.passive.as_ref().map(|p| PassiveConfig {
-        unhealthy_after: p.unhealthy_after,
-        recover_after: p.recover_after.get(),
-        count_5xx: p.count_5xx,
-    });
+    let passive = health.passive.as_ref().map(PassiveConfig::from);
     let balancer = Balancer::new(&balancer_name, algorithm, hash_on, &specs, passive, registry);
     if let Some(a) = &health.active
         && !active_checks.iter().any(|(n, _, _)| n == &balancer_name)
     {
-        let cfg = ActiveConfig {
-            path: a.path.clone(),
-            interval: a.interval.get(),
-            timeout: a.timeout.get(),
-            healthy_after: a.healthy_after,
-            unhealthy_after: a.unhealthy_after,
-            healthy_statuses: a.healthy_statuses.clone(),
-            host: a.host.clone(),
-        };
+        let cfg = ActiveConfig::from(a);
         active_checks.push((balancer_name.clone(), balancer.targets().to_vec(), cfg));
     }
     let targets = specs

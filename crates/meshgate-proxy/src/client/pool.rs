@@ -11,7 +11,8 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 /// Idle HTTP/1.1 connections kept per upstream server and worker; more are closed when returned.
-const MAX_IDLE_PER_KEY: usize = 128;
+/// 128 caused connection churn under 500 concurrent requests (see docs/benchmarks.md).
+const MAX_IDLE_PER_KEY: usize = 512;
 
 #[derive(Default)]
 struct Pool {
