@@ -19,6 +19,7 @@
 //! | `/stream/<bytes>` | streams `<bytes>` bytes in 64 KiB chunks |
 //! | `/gated-stream/<bytes>` | streams one chunk, waits for [`Upstream::open_gate`], streams the rest |
 //! | `/hop-response` | echoes, with hop-by-hop response headers the gateway must drop |
+//! | `/grpc` | a gRPC-style answer: `application/grpc`, one data frame, trailers `grpc-status: 0` and `grpc-message` (HTTP/2 only) |
 //! | `/upload` (or any path) | counts the request body as it streams in ([`Upstream::received`]), then echoes `body_len` |
 //! | anything else | echoes (request bodies are counted while streaming, never kept) |
 //!
@@ -359,6 +360,19 @@ async fn handle(state: Arc<State>, req: Request<Incoming>) -> Result<Response<Bo
             let mut resp = Response::new(body);
             resp.headers_mut().insert("x-upstream", name);
             return Ok(resp);
+        }
+        "grpc" => {
+            let mut trailers = http::HeaderMap::new();
+            trailers.insert("grpc-status", http::HeaderValue::from_static("0"));
+            trailers.insert("grpc-message", http::HeaderValue::from_static("served-by-upstream"));
+            let frames: Vec<Result<http_body::Frame<Bytes>, body::BoxError>> = vec![
+                Ok(http_body::Frame::data(Bytes::from_static(b"\0\0\0\0\x02hi"))),
+                Ok(http_body::Frame::trailers(trailers)),
+            ];
+            let stream = futures_util::stream::iter(frames);
+            let mut resp = Response::new(http_body_util::BodyExt::boxed(http_body_util::StreamBody::new(stream)));
+            resp.headers_mut().insert(http::header::CONTENT_TYPE, http::HeaderValue::from_static("application/grpc"));
+            resp
         }
         "hop-response" => {
             let mut resp = json_response(StatusCode::OK, echo);

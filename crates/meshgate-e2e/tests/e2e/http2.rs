@@ -129,3 +129,31 @@ async fn request_bodies_cross_protocols() {
         }
     }
 }
+
+/// gRPC is HTTP/2 with trailers: `te: trailers` reaches the upstream and the `grpc-status`
+/// trailers come back to the client, end to end over h2c.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grpc_trailers_pass_through() {
+    let h2 = Upstream::h2c("h2").await;
+    let gw = TestGateway::start(&config(&format!(
+        r#"
+services: [{{name: grpc, url: "http://{}", protocol: h2c}}]
+routes: [{{name: grpc, service: grpc, paths: ["/grpc"]}}]
+"#,
+        h2.addr()
+    )));
+    let mut conn = Conn::h2c(gw.addr()).await.unwrap();
+    let req = meshgate_e2e::client::request(http::Method::POST, "/grpc")
+        .header("content-type", "application/grpc")
+        .header("te", "trailers")
+        .body(meshgate_e2e::body::full(&b"\0\0\0\0\x02hi"[..]))
+        .unwrap();
+    let resp = conn.send_streaming(req).await.unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.headers()["content-type"], "application/grpc");
+    let collected = http_body_util::BodyExt::collect(resp.into_body()).await.unwrap();
+    let trailers = collected.trailers().cloned().expect("trailers reach the client");
+    assert_eq!(trailers["grpc-status"], "0");
+    assert_eq!(trailers["grpc-message"], "served-by-upstream");
+    assert_eq!(&collected.to_bytes()[..], b"\0\0\0\0\x02hi");
+}
