@@ -107,6 +107,8 @@ pub struct Limits {
     pub client_header_timeout: Duration,
     /// Open client connections per listener; connections past this are closed on accept.
     pub max_connections: usize,
+    /// Concurrent streams a client may open on one HTTP/2 connection.
+    pub max_concurrent_streams: u32,
 }
 
 impl Default for Limits {
@@ -118,6 +120,7 @@ impl Default for Limits {
             client_idle_timeout: Duration::from_secs(60),
             client_header_timeout: Duration::from_secs(10),
             max_connections: 10_000,
+            max_concurrent_streams: 256,
         }
     }
 }
@@ -241,16 +244,38 @@ pub struct Service {
     /// Timeouts towards the upstream.
     #[serde(default)]
     pub timeouts: Timeouts,
-    /// Extra attempts after a connect failure or reset, each on another target when one exists.
-    /// Only for idempotent methods, or when the request body has not been sent.
+    /// Extra attempts, each on another target when one exists, after a failure that provably
+    /// sent nothing (connect refused or timed out, TLS handshake failed). A request that reached
+    /// an upstream is never replayed.
     #[serde(default = "one")]
     pub retries: u32,
+    /// Reuse of idle connections to this service's servers.
+    #[serde(default)]
+    pub keepalive: Keepalive,
     /// TLS settings towards `https` upstreams.
     #[serde(default)]
     pub tls: UpstreamTls,
     /// Plugins applied to every route of this service.
     #[serde(default)]
     pub plugins: Vec<PluginRef>,
+}
+
+/// Idle upstream connections kept for reuse, per server and worker thread.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Keepalive {
+    /// Idle HTTP/1.1 connections kept per server and worker; 0 turns reuse off. Set it near the
+    /// number of requests in flight to one server at peak, or connections churn.
+    pub max_idle: usize,
+    /// An idle connection older than this is closed instead of reused (set it below the
+    /// upstream's own keep-alive timeout).
+    pub idle_timeout: Duration,
+}
+
+impl Default for Keepalive {
+    fn default() -> Self {
+        Keepalive { max_idle: 512, idle_timeout: Duration::from_secs(60) }
+    }
 }
 
 /// Wire protocol towards a service.

@@ -54,6 +54,9 @@ fn runtime_and_limits(config: &Config, c: &mut Checker) {
     if l.max_headers == 0 {
         c.err("limits.max_headers".into(), "must be at least 1");
     }
+    if l.max_concurrent_streams == 0 {
+        c.err("limits.max_concurrent_streams".into(), "must be at least 1");
+    }
     if l.max_connections == 0 {
         c.err("limits.max_connections".into(), "must be at least 1");
     }
@@ -171,6 +174,12 @@ fn services(config: &Config, c: &mut Checker) {
         }
         if s.timeouts.connect.get().is_zero() || s.timeouts.read.get().is_zero() || s.timeouts.write.get().is_zero() {
             c.err(at("timeouts"), "timeouts must be greater than zero");
+        }
+        if s.keepalive.idle_timeout.get().is_zero() {
+            c.err(
+                at("keepalive.idle_timeout"),
+                "must be greater than zero (set keepalive.max_idle: 0 to turn reuse off)",
+            );
         }
         if s.retries > 10 {
             c.err(at("retries"), "at most 10 retries (more multiplies load during an outage)");

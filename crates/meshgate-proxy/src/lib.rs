@@ -27,7 +27,7 @@ use meshgate_core::Registry;
 use server::Shared;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::AtomicUsize;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
@@ -52,6 +52,9 @@ pub struct Gateway {
     workers: Mutex<Vec<JoinHandle<()>>>,
     control: tokio::runtime::Handle,
     control_thread: Mutex<Option<ControlThread>>,
+    /// Hash of the config text now serving, so the watcher can tell whether the file changed
+    /// before it started watching.
+    loaded: AtomicU64,
     /// Health checkers of the current snapshot; replaced on reload. Only touched by reloads.
     checkers: Mutex<Vec<ActiveChecker>>,
 }
@@ -108,6 +111,7 @@ impl Gateway {
         Ok(Gateway {
             shared,
             config_path: config_path.to_owned(),
+            loaded: AtomicU64::new(text_hash(doc.source.text())),
             registry: Arc::new(registry),
             targets,
             addrs,
@@ -149,6 +153,7 @@ impl Gateway {
         let live = snap.live_targets.clone();
         let new_checkers = spawn_checkers(&self.control, &snap);
         self.shared.snapshot.store(Arc::new(snap));
+        self.loaded.store(text_hash(doc.source.text()), Ordering::Relaxed);
         for old in checkers.drain(..) {
             old.stop();
         }
@@ -201,6 +206,21 @@ impl Gateway {
         }
         watch::spawn(self.clone())
     }
+}
+
+impl Gateway {
+    /// Whether the config file no longer holds the text that is serving.
+    fn file_changed(&self) -> bool {
+        std::fs::read_to_string(&self.config_path)
+            .is_ok_and(|text| text_hash(&text) != self.loaded.load(Ordering::Relaxed))
+    }
+}
+
+fn text_hash(text: &str) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    text.hash(&mut h);
+    h.finish()
 }
 
 impl Drop for Gateway {

@@ -231,7 +231,7 @@ fn builder(limits: &Limits, http2: bool, h2_alpn: Option<bool>) -> auto::Builder
     b.http2()
         .timer(TokioTimer::new())
         .max_header_list_size((limits.max_header_bytes * 2) as u32)
-        .max_concurrent_streams(256);
+        .max_concurrent_streams(limits.max_concurrent_streams);
     match h2_alpn {
         Some(true) => b.http2_only(),
         Some(false) => b.http1_only(),

@@ -45,6 +45,7 @@ pub struct Limits {
     pub(crate) client_idle_timeout: Duration,
     pub(crate) client_header_timeout: Duration,
     pub(crate) max_connections: usize,
+    pub(crate) max_concurrent_streams: u32,
 }
 
 /// A listener as compiled.
@@ -89,6 +90,10 @@ pub struct ServiceRt {
     pub(crate) read_timeout: Duration,
     pub(crate) write_timeout: Duration,
     pub(crate) retries: u32,
+    /// Idle HTTP/1.1 connections kept per server and worker.
+    pub(crate) max_idle: usize,
+    /// Idle connections older than this are not reused.
+    pub(crate) idle_timeout: Duration,
 }
 
 /// One server of a service.
@@ -155,6 +160,7 @@ pub fn compile(doc: &Document, registry: &Registry, targets: &TargetRegistry) ->
             client_idle_timeout: l.client_idle_timeout.get(),
             client_header_timeout: l.client_header_timeout.get(),
             max_connections: l.max_connections,
+            max_concurrent_streams: l.max_concurrent_streams,
         },
         listeners,
         active_checks,
@@ -339,6 +345,8 @@ fn service(
         read_timeout: t.read.get(),
         write_timeout: t.write.get(),
         retries: s.retries,
+        max_idle: s.keepalive.max_idle,
+        idle_timeout: s.keepalive.idle_timeout.get(),
     };
     Ok((rt, balancer_name))
 }

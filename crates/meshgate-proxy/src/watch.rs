@@ -17,6 +17,7 @@ pub fn spawn(gateway: Arc<Gateway>) -> Result<(), String> {
     let dir = abs.parent().map(|p| p.to_owned()).ok_or_else(|| format!("{}: no parent directory", path.display()))?;
     let name = abs.file_name().map(|n| n.to_owned()).ok_or_else(|| format!("{}: not a file", path.display()))?;
     let (tx, rx) = mpsc::channel();
+    let changed_meanwhile = tx.clone();
     let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
         if let Ok(event) = event
             && !event.kind.is_access()
@@ -27,6 +28,10 @@ pub fn spawn(gateway: Arc<Gateway>) -> Result<(), String> {
     })
     .map_err(|e| format!("cannot watch {}: {e}", dir.display()))?;
     watcher.watch(&dir, RecursiveMode::NonRecursive).map_err(|e| format!("cannot watch {}: {e}", dir.display()))?;
+    // An edit between loading the config and watching it would otherwise go unseen.
+    if gateway.file_changed() {
+        let _ = changed_meanwhile.send(());
+    }
     let weak = Arc::downgrade(&gateway);
     drop(gateway);
     std::thread::Builder::new()

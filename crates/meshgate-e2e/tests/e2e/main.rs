@@ -9,6 +9,7 @@ mod health;
 mod http2;
 mod limits;
 mod plugins;
+mod pool;
 mod reload;
 mod routing;
 mod tls;

@@ -20,6 +20,7 @@ use tokio::time::Sleep;
 pub(crate) struct Returnable {
     pub(crate) key: Arc<str>,
     pub(crate) sender: http1::SendRequest<ProxyBody>,
+    pub(crate) max_idle: usize,
 }
 
 /// A response body from an upstream.
@@ -46,8 +47,8 @@ impl UpstreamBody {
     }
 
     fn finish(&mut self) {
-        if let Some(Returnable { key, sender }) = self.conn.take() {
-            pool::put_h1(key, sender);
+        if let Some(Returnable { key, sender, max_idle }) = self.conn.take() {
+            pool::put_h1(key, sender, max_idle);
         }
     }
 }

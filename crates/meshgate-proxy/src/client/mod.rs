@@ -82,7 +82,7 @@ pub async fn send(
         }
         // Idle HTTP/1.1 connections may have been closed by the server since; a request that
         // could not be sent on one comes back and goes on the next or a new connection.
-        while let Some(mut sender) = pool::take_h1(&target.pool_key) {
+        while let Some(mut sender) = pool::take_h1(&target.pool_key, svc.idle_timeout) {
             if sender.ready().await.is_err() {
                 continue;
             }
@@ -130,7 +130,7 @@ async fn send_h1(
     let fut = sender.try_send_request(req);
     match timeout(svc.read_timeout, fut).await {
         Ok(Ok(resp)) => {
-            let conn = Returnable { key: target.pool_key.clone(), sender };
+            let conn = Returnable { key: target.pool_key.clone(), sender, max_idle: svc.max_idle };
             Ok(resp.map(|b| UpstreamBody::new(b, svc.read_timeout, Some(conn))))
         }
         Ok(Err(mut e)) => {

@@ -9,14 +9,14 @@ use meshgate_core::ProxyBody;
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
-/// Idle HTTP/1.1 connections kept per upstream server and worker; more are closed when returned.
-/// 128 caused connection churn under 500 concurrent requests (see docs/benchmarks.md).
-const MAX_IDLE_PER_KEY: usize = 512;
+/// An idle connection and when it went idle.
+type Idle = (http1::SendRequest<ProxyBody>, Instant);
 
 #[derive(Default)]
 struct Pool {
-    h1: HashMap<Arc<str>, Vec<http1::SendRequest<ProxyBody>>>,
+    h1: HashMap<Arc<str>, Vec<Idle>>,
     h2: HashMap<Arc<str>, http2::SendRequest<ProxyBody>>,
 }
 
@@ -24,11 +24,15 @@ thread_local! {
     static POOL: RefCell<Pool> = RefCell::new(Pool::default());
 }
 
-/// An idle HTTP/1.1 connection, most recently used first (warmest socket, likeliest still open).
-pub(crate) fn take_h1(key: &str) -> Option<http1::SendRequest<ProxyBody>> {
+/// An idle HTTP/1.1 connection, most recently used first (warmest socket, likeliest still
+/// open). Connections idle longer than `idle_timeout` are closed: the oldest sit at the front.
+pub(crate) fn take_h1(key: &str, idle_timeout: Duration) -> Option<http1::SendRequest<ProxyBody>> {
     POOL.with_borrow_mut(|p| {
         let idle = p.h1.get_mut(key)?;
-        while let Some(sender) = idle.pop() {
+        let now = Instant::now();
+        let stale = idle.iter().take_while(|(_, since)| now.duration_since(*since) >= idle_timeout).count();
+        idle.drain(..stale);
+        while let Some((sender, _)) = idle.pop() {
             if !sender.is_closed() {
                 return Some(sender);
             }
@@ -37,15 +41,15 @@ pub(crate) fn take_h1(key: &str) -> Option<http1::SendRequest<ProxyBody>> {
     })
 }
 
-/// Returns an HTTP/1.1 connection whose exchange has finished.
-pub(crate) fn put_h1(key: Arc<str>, sender: http1::SendRequest<ProxyBody>) {
-    if sender.is_closed() {
+/// Returns an HTTP/1.1 connection whose exchange has finished; beyond `max_idle` it is closed.
+pub(crate) fn put_h1(key: Arc<str>, sender: http1::SendRequest<ProxyBody>, max_idle: usize) {
+    if sender.is_closed() || max_idle == 0 {
         return;
     }
     POOL.with_borrow_mut(|p| {
         let idle = p.h1.entry(key).or_default();
-        if idle.len() < MAX_IDLE_PER_KEY {
-            idle.push(sender);
+        if idle.len() < max_idle {
+            idle.push((sender, Instant::now()));
         }
     });
 }
