@@ -41,31 +41,76 @@ pub fn client_host<'a>(uri: &'a Uri, headers: &'a HeaderMap) -> Option<&'a str> 
     }
 }
 
+/// The hop-by-hop headers (RFC 9110 §7.6.1, plus the non-standard `keep-alive` and
+/// `proxy-connection`), each with a bit for [`hop_by_hop_present`].
+static HOP_BY_HOP: [&HeaderName; 8] = [
+    &header::CONNECTION,
+    &header::TE,
+    &header::TRAILER,
+    &header::TRANSFER_ENCODING,
+    &header::UPGRADE,
+    &header::PROXY_AUTHORIZATION,
+    &KEEP_ALIVE,
+    &PROXY_CONNECTION,
+];
+const CONNECTION_BIT: u8 = 1;
+const TE_BIT: u8 = 1 << 1;
+const UPGRADE_BIT: u8 = 1 << 4;
+const KEEP_ALIVE_BIT: u8 = 1 << 6;
+
+/// Which hop-by-hop headers are present, as bits in [`HOP_BY_HOP`] order. One scan of the few
+/// names a message has is far cheaper than a hashed removal per hop-by-hop name (this runs twice
+/// per proxied request).
+fn hop_by_hop_present(headers: &HeaderMap) -> u8 {
+    let mut found = 0;
+    for name in headers.keys() {
+        // A match on the (lower-case) name compiles to a length switch and a short compare.
+        found |= match name.as_str() {
+            "connection" => 1,
+            "te" => 1 << 1,
+            "trailer" => 1 << 2,
+            "transfer-encoding" => 1 << 3,
+            "upgrade" => 1 << 4,
+            "proxy-authorization" => 1 << 5,
+            "keep-alive" => 1 << 6,
+            "proxy-connection" => 1 << 7,
+            _ => 0,
+        };
+    }
+    found
+}
+
 /// Removes the headers that describe the client connection rather than the request (RFC 9110
 /// §7.6.1), including any the client listed in `Connection`. `te: trailers` stays: gRPC needs it.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap, upgrade: bool) {
-    if let Some(conn) = headers.remove(header::CONNECTION) {
-        let listed = conn.to_str().unwrap_or("");
-        for name in listed.split(',').map(str::trim).filter(|n| !n.is_empty()) {
-            if !(upgrade && name.eq_ignore_ascii_case("upgrade")) {
-                headers.remove(name);
+    let found = hop_by_hop_present(headers);
+    if found & CONNECTION_BIT != 0
+        && let Some(conn) = headers.remove(header::CONNECTION)
+    {
+        for token in conn.to_str().unwrap_or("").split(',').map(str::trim) {
+            // `close` and `keep-alive` are connection options, not header names (a `Keep-Alive`
+            // header, if any, is removed below); skipping them spares a hashed lookup.
+            let option = token.is_empty()
+                || token.eq_ignore_ascii_case("close")
+                || (token.eq_ignore_ascii_case("keep-alive") && found & KEEP_ALIVE_BIT == 0);
+            let kept = upgrade && token.eq_ignore_ascii_case("upgrade");
+            if !(option || kept) {
+                headers.remove(token);
             }
         }
     }
-    for name in
-        [&KEEP_ALIVE, &PROXY_CONNECTION, &header::TRANSFER_ENCODING, &header::TRAILER, &header::PROXY_AUTHORIZATION]
-    {
-        headers.remove(name);
-    }
-    if let Some(te) = headers.get(header::TE)
-        && !te.as_bytes().eq_ignore_ascii_case(b"trailers")
-    {
-        headers.remove(header::TE);
+    for (i, name) in HOP_BY_HOP.iter().enumerate().skip(1) {
+        let bit = 1 << i;
+        if found & bit == 0 || (upgrade && bit == UPGRADE_BIT) {
+            continue;
+        }
+        if bit == TE_BIT && headers.get(header::TE).is_some_and(|te| te.as_bytes().eq_ignore_ascii_case(b"trailers")) {
+            continue;
+        }
+        headers.remove(*name);
     }
     if upgrade {
         headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
-    } else {
-        headers.remove(header::UPGRADE);
     }
 }
 

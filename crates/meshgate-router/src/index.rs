@@ -102,7 +102,7 @@ pub(crate) fn scan(list: &[Cand], best: &mut Option<Cand>, accept: &impl Fn(u32)
 /// up, so attacker-chosen hosts and paths cannot lengthen probe sequences, and a keyed hash
 /// (SipHash) would cost more than the rest of the lookup.
 #[derive(Clone, Copy, Default)]
-pub(crate) struct FoldHasher(u64);
+pub struct FoldHasher(u64);
 
 impl FoldHasher {
     /// Folded multiply (as in wyhash/foldhash): the 128-bit product's halves XORed together
@@ -151,8 +151,8 @@ impl Hasher for FoldHasher {
     }
 }
 
-/// Hash map with [`FoldHasher`].
-pub(crate) type FastMap<K, V> = HashMap<K, V, BuildHasherDefault<FoldHasher>>;
+/// Hash map with [`FoldHasher`], for keys that come from the config (never from clients).
+pub type FastMap<K, V> = HashMap<K, V, BuildHasherDefault<FoldHasher>>;
 
 /// Up to this many regex paths in one host bucket are tried one by one in precedence order
 /// (no allocation); beyond it a `RegexSet` finds all matching ones in one pass.

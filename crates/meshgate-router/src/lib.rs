@@ -57,6 +57,7 @@ mod router;
 mod spec;
 
 pub use analyze::Finding;
+pub use index::{FastMap, FoldHasher};
 pub use router::{BuildError, RouteMatch, Router};
 pub use spec::{HeaderMatch, RequestView, RouteSpec, ValueMatch};
 
