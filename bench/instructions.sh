@@ -25,7 +25,7 @@ done
 
 TMP=$(mktemp -d /tmp/meshgate-instr.XXXXXX)
 cleanup() {
-    [[ -f $TMP/nginx.pid ]] && kill "$(cat "$TMP/nginx.pid")" 2>/dev/null || true
+    if [[ -f $TMP/nginx.pid ]]; then kill "$(cat "$TMP/nginx.pid")" 2>/dev/null || true; fi
     rm -rf "$TMP"
 }
 trap cleanup EXIT

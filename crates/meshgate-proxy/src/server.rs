@@ -124,6 +124,9 @@ async fn accept_loop(index: usize, listener: TcpListener, shared: Arc<Shared>, l
     let mut stop = shared.shutdown.subscribe();
     let port = listener.local_addr().map(|a| a.port()).unwrap_or(0);
     let port = HeaderValue::from(port);
+    // Refusals are logged at most once a second: a flood must not become a log flood.
+    let mut last_refusal_log: Option<tokio::time::Instant> = None;
+    let mut refused = 0u64;
     loop {
         let (tcp, peer) = tokio::select! {
             r = listener.accept() => match r {
@@ -141,7 +144,13 @@ async fn accept_loop(index: usize, listener: TcpListener, shared: Arc<Shared>, l
         let open = &shared.open[index];
         if open.fetch_add(1, Ordering::Relaxed) >= snap.limits.max_connections {
             open.fetch_sub(1, Ordering::Relaxed);
-            tracing::warn!(listener = %snap.listeners[index].name, "max_connections reached: connection refused");
+            refused += 1;
+            if last_refusal_log.is_none_or(|t| t.elapsed() >= Duration::from_secs(1)) {
+                let listener = &snap.listeners[index].name;
+                tracing::warn!(%listener, refused, "max_connections reached: connections refused");
+                last_refusal_log = Some(tokio::time::Instant::now());
+                refused = 0;
+            }
             continue;
         }
         let _ = tcp.set_nodelay(true);

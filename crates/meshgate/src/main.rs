@@ -15,7 +15,12 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 /// API gateway and service-mesh proxy.
 #[derive(Parser)]
-#[command(name = "meshgate", version, about, long_about = None)]
+#[command(
+    name = "meshgate",
+    version,
+    about = "meshgate: API gateway and service-mesh proxy",
+    after_help = "Exit codes: 0 ok, 1 runtime failure (e.g. a port in use), 2 bad config or usage.\nLogs go to stderr; RUST_LOG sets the level (default: info)."
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
