@@ -72,7 +72,17 @@ fn bare_message(rendered: &str) -> String {
         None => s,
     };
     let s = s.lines().next().unwrap_or(s).trim();
-    strip_location_suffix(s).to_owned()
+    in_user_terms(strip_location_suffix(s))
+}
+
+/// The parser names Rust types (`invalid u64`); users wrote YAML and want to know what to write.
+fn in_user_terms(message: &str) -> String {
+    match message.strip_prefix("invalid ") {
+        Some("u8" | "u16" | "u32" | "u64" | "usize") => "expected a whole number, 0 or more".to_owned(),
+        Some("i8" | "i16" | "i32" | "i64" | "isize") => "expected a whole number, e.g. 10 or -5".to_owned(),
+        Some("f32" | "f64") => "expected a number".to_owned(),
+        _ => message.to_owned(),
+    }
 }
 
 /// `reason at line 7, column 5` → `reason`.
@@ -98,5 +108,6 @@ mod tests {
         assert!(!e.message.contains(" at line "), "{}", e.message);
         assert_eq!(strip_location_suffix("bad at line 7, column 5"), "bad");
         assert_eq!(strip_location_suffix("look at line 7 here"), "look at line 7 here");
+        assert_eq!(e.message, "expected a whole number, e.g. 10 or -5");
     }
 }
