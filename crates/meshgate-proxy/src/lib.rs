@@ -14,6 +14,7 @@ mod limits;
 mod log;
 mod server;
 mod snapshot;
+mod stream;
 mod tls;
 mod tunnel;
 mod watch;

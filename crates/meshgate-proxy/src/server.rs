@@ -9,6 +9,7 @@ use crate::client::LocalExec;
 use crate::forward::ConnInfo;
 use crate::handler::{self, ConnCtx};
 use crate::snapshot::{Limits, Snapshot};
+use crate::stream::Stream;
 use arc_swap::ArcSwap;
 use http::HeaderValue;
 use hyper::service::service_fn;
@@ -250,10 +251,7 @@ fn builder(limits: &Limits, http2: bool, h2_alpn: Option<bool>) -> auto::Builder
 }
 
 /// A client connection: TCP or TLS.
-enum ClientStream {
-    Tcp(TcpStream),
-    Tls(Box<TlsStream<TcpStream>>),
-}
+type ClientStream = Stream<TlsStream<TcpStream>>;
 
 /// Marks the connection active whenever bytes move, for the idle check.
 struct Tracked {
@@ -272,20 +270,14 @@ impl Tracked {
 
 impl AsyncRead for Tracked {
     fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
-        let poll = match &mut self.inner {
-            ClientStream::Tcp(s) => Pin::new(s).poll_read(cx, buf),
-            ClientStream::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
-        };
+        let poll = Pin::new(&mut self.inner).poll_read(cx, buf);
         self.mark(poll)
     }
 }
 
 impl AsyncWrite for Tracked {
     fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
-        let poll = match &mut self.inner {
-            ClientStream::Tcp(s) => Pin::new(s).poll_write(cx, buf),
-            ClientStream::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
-        };
+        let poll = Pin::new(&mut self.inner).poll_write(cx, buf);
         self.mark(poll)
     }
 
@@ -294,31 +286,19 @@ impl AsyncWrite for Tracked {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        let poll = match &mut self.inner {
-            ClientStream::Tcp(s) => Pin::new(s).poll_write_vectored(cx, bufs),
-            ClientStream::Tls(s) => Pin::new(s.as_mut()).poll_write_vectored(cx, bufs),
-        };
+        let poll = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
         self.mark(poll)
     }
 
     fn is_write_vectored(&self) -> bool {
-        match &self.inner {
-            ClientStream::Tcp(s) => s.is_write_vectored(),
-            ClientStream::Tls(s) => s.is_write_vectored(),
-        }
+        self.inner.is_write_vectored()
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match &mut self.inner {
-            ClientStream::Tcp(s) => Pin::new(s).poll_flush(cx),
-            ClientStream::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
-        }
+        Pin::new(&mut self.inner).poll_flush(cx)
     }
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match &mut self.inner {
-            ClientStream::Tcp(s) => Pin::new(s).poll_shutdown(cx),
-            ClientStream::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
-        }
+        Pin::new(&mut self.inner).poll_shutdown(cx)
     }
 }

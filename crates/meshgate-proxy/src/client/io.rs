@@ -9,19 +9,12 @@ use tokio::net::TcpStream;
 use tokio::time::{Instant, Sleep};
 use tokio_rustls::client::TlsStream;
 
-/// TCP or TLS, one type so that pooled connections need no boxing.
-pub enum Stream {
-    /// Plain TCP.
-    Tcp(TcpStream),
-    /// TLS; boxed because the TLS state is large and most upstreams are plain.
-    Tls(Box<TlsStream<TcpStream>>),
-}
+/// A connection to an upstream server.
+pub type Stream = crate::stream::Stream<TlsStream<TcpStream>>;
 
-impl Stream {
-    /// Whether ALPN settled on HTTP/2.
-    pub fn is_h2(&self) -> bool {
-        matches!(self, Stream::Tls(t) if t.get_ref().1.alpn_protocol() == Some(b"h2"))
-    }
+/// Whether ALPN settled on HTTP/2.
+pub fn is_h2(stream: &Stream) -> bool {
+    matches!(stream, Stream::Tls(t) if t.get_ref().1.alpn_protocol() == Some(b"h2"))
 }
 
 /// Fails a write that makes no progress for `timeout` (the service's write timeout). The timer is
@@ -54,19 +47,13 @@ use std::future::Future;
 
 impl AsyncRead for TimedStream {
     fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
-        match &mut self.inner {
-            Stream::Tcp(s) => Pin::new(s).poll_read(cx, buf),
-            Stream::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
-        }
+        Pin::new(&mut self.inner).poll_read(cx, buf)
     }
 }
 
 impl AsyncWrite for TimedStream {
     fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
-        let poll = match &mut self.inner {
-            Stream::Tcp(s) => Pin::new(s).poll_write(cx, buf),
-            Stream::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
-        };
+        let poll = Pin::new(&mut self.inner).poll_write(cx, buf);
         self.on_write(cx, poll)
     }
 
@@ -75,33 +62,21 @@ impl AsyncWrite for TimedStream {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        let poll = match &mut self.inner {
-            Stream::Tcp(s) => Pin::new(s).poll_write_vectored(cx, bufs),
-            Stream::Tls(s) => Pin::new(s.as_mut()).poll_write_vectored(cx, bufs),
-        };
+        let poll = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
         self.on_write(cx, poll)
     }
 
     fn is_write_vectored(&self) -> bool {
-        match &self.inner {
-            Stream::Tcp(s) => s.is_write_vectored(),
-            Stream::Tls(s) => s.is_write_vectored(),
-        }
+        self.inner.is_write_vectored()
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        let poll = match &mut self.inner {
-            Stream::Tcp(s) => Pin::new(s).poll_flush(cx),
-            Stream::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
-        };
+        let poll = Pin::new(&mut self.inner).poll_flush(cx);
         self.on_write(cx, poll)
     }
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match &mut self.inner {
-            Stream::Tcp(s) => Pin::new(s).poll_shutdown(cx),
-            Stream::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
-        }
+        Pin::new(&mut self.inner).poll_shutdown(cx)
     }
 }
 

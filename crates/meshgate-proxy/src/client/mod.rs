@@ -200,7 +200,7 @@ async fn connect(svc: &ServiceRt, target: &TargetRt, upgrade: bool) -> Result<Co
         }
         None => Stream::Tcp(tcp),
     };
-    let h2 = !upgrade && (svc.proto == Proto::H2c || stream.is_h2());
+    let h2 = !upgrade && (svc.proto == Proto::H2c || io::is_h2(&stream));
     let io = TokioIo::new(TimedStream::new(stream, svc.write_timeout));
     let handshake_err = |e: hyper::Error| format!("HTTP handshake with {}: {e}", target.address);
     if h2 {
