@@ -149,7 +149,14 @@ impl Gateway {
             let msg = "listeners cannot change while running (restart to change them); the running config is kept";
             return Err(ConfigErrors(vec![doc.source.error("listeners", msg)]));
         }
-        let warnings = snap.route_findings();
+        let mut warnings = snap.route_findings();
+        // These shape the process itself; say so rather than silently ignore the change.
+        if snap.workers != current.workers {
+            warnings.push("runtime.workers changed: takes effect at the next restart".to_owned());
+        }
+        if snap.watch_config != current.watch_config {
+            warnings.push("runtime.watch_config changed: takes effect at the next restart".to_owned());
+        }
         let mut checkers = lock(&self.checkers);
         let live = snap.live_targets.clone();
         let new_checkers = spawn_checkers(&self.control, &snap);

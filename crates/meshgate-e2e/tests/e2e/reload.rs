@@ -117,8 +117,13 @@ async fn bad_reloads_keep_the_running_config() {
 
     // A good config after the bad ones applies.
     gw.write_config(&pointing_at(&b));
-    gw.reload().expect("good config");
+    assert_eq!(gw.reload().expect("good config"), Vec::<String>::new());
     assert_eq!(serves_a().await, "b");
+
+    // Process-level settings apply, but only at restart: the reload says so.
+    gw.write_config(&pointing_at(&b).replace("workers: 2", "workers: 3"));
+    let warnings = gw.reload().expect("a workers change is not an error");
+    assert!(warnings.iter().any(|w| w.contains("runtime.workers") && w.contains("restart")), "{warnings:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
