@@ -1,7 +1,8 @@
 //! meshgate's built-in plugins. Each plugin is one module with one job; modules are grouped by
-//! concern (`headers`, and later `auth`, `traffic`, `observability`, `transform`). Adding a plugin
+//! concern (`access`, `headers`, and later `auth`, `traffic`, `observability`, `transform`). Adding a plugin
 //! means adding its module and one line in [`builtin`].
 
+pub mod access;
 pub mod headers;
 
 use meshgate_core::Registry;
@@ -9,6 +10,7 @@ use meshgate_core::Registry;
 /// A registry with every built-in plugin.
 pub fn builtin() -> Registry {
     let mut r = Registry::new();
+    r.register(access::ip_restriction::Factory);
     r.register(headers::request_id::Factory);
     r.register(headers::response_headers::Factory);
     r

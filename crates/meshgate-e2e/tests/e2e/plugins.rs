@@ -89,3 +89,48 @@ plugins:
     let (r1, r2) = (conn.get("/plain").await.unwrap(), conn.get("/plain").await.unwrap());
     assert_ne!(r1.header("x-request-id"), r2.header("x-request-id"));
 }
+
+/// `ip-restriction` on one route, judging the address that the one trusted proxy in front saw.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ip_restriction_with_except_ranges_and_trusted_hops() {
+    let up = Upstream::http("up").await;
+    let gw = TestGateway::start(&config(&format!(
+        r#"
+services: [{{name: s, url: "http://{}"}}]
+routes:
+  - {{name: open, service: s, paths: ["/open"]}}
+  - name: internal
+    service: s
+    paths: ["/internal"]
+    plugins:
+      - name: ip-restriction
+        config:
+          allow: [{{cidr: 10.0.0.0/8, except: [10.66.0.0/16]}}, "2001:db8::/32"]
+          deny: [10.9.9.9]
+          trusted_hops: 1
+"#,
+        up.addr()
+    )));
+    let addr = gw.addr();
+    let cases = [
+        ("10.1.2.3", 200),
+        ("10.66.1.1", 403),         // the allow block's except range
+        ("10.9.9.9", 403),          // denied outright
+        ("192.0.2.1", 403),         // outside every allow block
+        ("2001:db8::7", 200),       // IPv6
+        ("6.6.6.6, 10.1.2.3", 200), // the client's own entries on the left do not count
+        ("10.1.2.3, 6.6.6.6", 403), // ... in either direction
+    ];
+    for (xff, status) in cases {
+        let resp = client::get_with(addr, "/internal", &[("x-forwarded-for", xff)]).await;
+        if status == 403 {
+            resp.assert_error(403, "ip_forbidden");
+        } else {
+            assert_eq!(resp.status, 200, "X-Forwarded-For: {xff}");
+        }
+    }
+    // No X-Forwarded-For although a proxy is said to be in front: cannot be judged, refused.
+    client::get(addr, "/internal").await.assert_error(403, "ip_forbidden");
+    // Other routes are not restricted.
+    assert_eq!(client::get_with(addr, "/open", &[("x-forwarded-for", "192.0.2.1")]).await.status, 200);
+}
