@@ -125,17 +125,18 @@ impl IpRestriction {
         if self.trusted_hops == 0 {
             return Some(cx.client_addr.ip());
         }
-        let mut entries = cx
+        // From the right: the last entry was appended by the nearest proxy. No allocation.
+        let entry = cx
             .request
             .headers
             .get_all("x-forwarded-for")
             .iter()
-            .flat_map(|v| v.to_str().unwrap_or("").split(','))
+            .rev()
+            .flat_map(|v| v.to_str().unwrap_or("").rsplit(','))
             .map(str::trim)
-            .collect::<Vec<_>>();
-        entries.retain(|e| !e.is_empty());
-        let i = entries.len().checked_sub(self.trusted_hops)?;
-        entries[i].parse().ok()
+            .filter(|e| !e.is_empty())
+            .nth(self.trusted_hops - 1)?;
+        entry.parse().ok()
     }
 
     fn allows(&self, ip: IpAddr) -> bool {
