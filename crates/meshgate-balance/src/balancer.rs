@@ -148,16 +148,23 @@ impl Balancer {
 
     fn round_robin(&self, exclude: &[usize], now: &mut Option<u64>) -> Option<(usize, bool)> {
         let n = self.schedule.len();
-        if n == 0 {
-            return None;
-        }
+        // Each slot looked at is consumed, skipped or not: the healthy targets then share the
+        // slots exactly as their weights say, instead of the target after a skipped one
+        // inheriting its share. The iterator is lazy, so only slots looked at are consumed.
+        let slots = (0..n).map(|_| self.schedule[self.cursor.0.fetch_add(1, Ordering::Relaxed) % n] as usize);
+        self.first_usable(slots, exclude, now)
+    }
+
+    /// The first target in `candidates` that is usable: not excluded, healthy or due a trial.
+    /// Stops early once every pickable target has been turned down.
+    fn first_usable(
+        &self,
+        candidates: impl Iterator<Item = usize>,
+        exclude: &[usize],
+        now: &mut Option<u64>,
+    ) -> Option<(usize, bool)> {
         let mut rejected = Rejected::default();
-        for _ in 0..n {
-            // Each slot looked at is consumed, skipped or not: the healthy targets then share the
-            // slots exactly as their weights say, instead of the target after a skipped one
-            // inheriting its share.
-            let slot = self.cursor.0.fetch_add(1, Ordering::Relaxed) % n;
-            let index = self.schedule[slot] as usize;
+        for index in candidates {
             if rejected.contains(index) {
                 continue;
             }
@@ -206,27 +213,10 @@ impl Balancer {
 
     fn hashed(&self, key: u64, exclude: &[usize], now: &mut Option<u64>) -> Option<(usize, bool)> {
         let n = self.ring.len();
-        if n == 0 {
-            return None;
-        }
         // First point at or after the key, clockwise; past the last point wraps to the first.
         let start = self.ring.partition_point(|&(point, _)| point < key);
-        let mut rejected = Rejected::default();
-        for step in 0..n {
-            let index = self.ring[(start + step) % n].1 as usize;
-            if rejected.contains(index) {
-                continue;
-            }
-            if !exclude.contains(&index)
-                && let Some(trial) = self.targets[index].try_acquire(now)
-            {
-                return Some((index, trial));
-            }
-            if rejected.insert(index) >= self.pickable {
-                break;
-            }
-        }
-        None
+        let owners = (0..n).map(|step| self.ring[(start + step) % n].1 as usize);
+        self.first_usable(owners, exclude, now)
     }
 }
 

@@ -34,10 +34,11 @@ pub fn is_upgrade(version: Version, headers: &HeaderMap) -> bool {
 }
 
 /// The host the client asked for: the Host header (HTTP/1.1) or the URI authority (HTTP/2).
-pub fn client_host<'a>(uri: &'a Uri, headers: &'a HeaderMap) -> Option<&'a str> {
-    match headers.get(header::HOST).and_then(|h| h.to_str().ok()) {
-        Some(h) => Some(h),
-        None => uri.authority().map(|a| a.as_str()),
+/// Found once per request and used for routing, `X-Forwarded-Host` and `preserve_host`.
+pub fn client_host(uri: &Uri, headers: &HeaderMap) -> Option<HeaderValue> {
+    match headers.get(header::HOST) {
+        Some(h) => Some(h.clone()),
+        None => uri.authority().and_then(|a| HeaderValue::from_str(a.as_str()).ok()),
     }
 }
 
@@ -64,18 +65,9 @@ const KEEP_ALIVE_BIT: u8 = 1 << 6;
 fn hop_by_hop_present(headers: &HeaderMap) -> u8 {
     let mut found = 0;
     for name in headers.keys() {
-        // A match on the (lower-case) name compiles to a length switch and a short compare.
-        found |= match name.as_str() {
-            "connection" => 1,
-            "te" => 1 << 1,
-            "trailer" => 1 << 2,
-            "transfer-encoding" => 1 << 3,
-            "upgrade" => 1 << 4,
-            "proxy-authorization" => 1 << 5,
-            "keep-alive" => 1 << 6,
-            "proxy-connection" => 1 << 7,
-            _ => 0,
-        };
+        if let Some(i) = HOP_BY_HOP.iter().position(|h| h.as_str() == name.as_str()) {
+            found |= 1 << i;
+        }
     }
     found
 }

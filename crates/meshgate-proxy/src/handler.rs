@@ -51,16 +51,17 @@ pub async fn handle(
         return finish(&snap, None, cx, ErrorKind::BodyTooLarge.response(&msg)).await;
     }
 
+    let client_host = forward::client_host(&cx.request.uri, &cx.request.headers);
     let found = {
         let view = RequestView {
-            host: forward::client_host(&cx.request.uri, &cx.request.headers),
+            host: client_host.as_ref().and_then(|h| h.to_str().ok()),
             path: cx.request.uri.path(),
             method: &cx.request.method,
             headers: &cx.request.headers,
         };
-        snap.router.find(&view).map(|m| (m.value.clone(), m.matched_path_len))
+        snap.router.find(&view).map(|m| (m.value, m.route_index, m.matched_path_len))
     };
-    let Some((route, matched_len)) = found else {
+    let Some((route, route_index, matched_len)) = found else {
         // Global plugins still see unmatched requests (request ids, logs, and later auth).
         for p in snap.unmatched.on_request.iter() {
             if let Flow::Respond(resp) = p.on_request(&mut cx).await {
@@ -74,7 +75,7 @@ pub async fn handle(
 
     for p in route.chain.on_request.iter() {
         if let Flow::Respond(resp) = p.on_request(&mut cx).await {
-            return finish(&snap, Some(&route), cx, resp).await;
+            return finish(&snap, Some((route_index, route)), cx, resp).await;
         }
     }
 
@@ -82,7 +83,7 @@ pub async fn handle(
     if declared.is_none() && !http_body::Body::is_end_stream(&body) {
         body = ProxyBody::boxed(LimitedBody::new(body, snap.limits.max_body_bytes));
     }
-    let resp = match forward_upstream(&mut cx, conn, &route, matched_len, body, upgrade).await {
+    let resp = match forward_upstream(&mut cx, conn, route, client_host, matched_len, body, upgrade).await {
         Ok(mut resp) => {
             if let Some(client_upgrade) = client_upgrade
                 && resp.status() == StatusCode::SWITCHING_PROTOCOLS
@@ -98,7 +99,7 @@ pub async fn handle(
         }
         Err(resp) => resp,
     };
-    finish(&snap, Some(&route), cx, resp).await
+    finish(&snap, Some((route_index, route)), cx, resp).await
 }
 
 /// Picks a target, sends, and retries on another target while nothing has been sent.
@@ -106,16 +107,13 @@ async fn forward_upstream(
     cx: &mut RequestCtx,
     conn: &ConnCtx,
     route: &RouteRt,
+    client_host: Option<HeaderValue>,
     matched_len: usize,
     body: ProxyBody,
     upgrade: bool,
 ) -> Result<Response<UpstreamBody>, Response<ProxyBody>> {
     let svc = &route.service;
     let mut headers = std::mem::take(&mut cx.request.headers);
-    let client_host = match headers.get(header::HOST) {
-        Some(h) => Some(h.clone()),
-        None => cx.request.uri.authority().and_then(|a| HeaderValue::from_str(a.as_str()).ok()),
-    };
     let key = svc.balancer.hash_on().and_then(|h| meshgate_balance::hash_key(h, &headers, cx.client_addr.ip()));
     forward::strip_hop_by_hop(&mut headers, upgrade);
     forward::set_forwarded(&mut headers, &conn.info, client_host.as_ref());
@@ -197,13 +195,14 @@ fn content_length(headers: &http::HeaderMap) -> Option<u64> {
 }
 
 /// Runs `on_response` and arranges `on_log`, for upstream answers and the gateway's own alike.
+/// `route` is the matched route and its index, `None` for requests answered before routing.
 async fn finish(
     snap: &Arc<Snapshot>,
-    route: Option<&Arc<RouteRt>>,
+    route: Option<(usize, &RouteRt)>,
     mut cx: RequestCtx,
     resp: Response<ProxyBody>,
 ) -> Response<ProxyBody> {
-    let chain: &Chain = route.map_or(&snap.unmatched, |r| &r.chain);
+    let chain: &Chain = route.map_or(&snap.unmatched, |(_, r)| &r.chain);
     if chain.on_response.is_empty() && chain.on_log.is_empty() {
         return resp;
     }
@@ -215,11 +214,7 @@ async fn finish(
         body
     } else {
         cx.response = Some(ResponseInfo { status: parts.status, body_bytes: 0, upstream: cx.upstream.clone() });
-        let plugins = match route {
-            Some(r) => crate::log::LogPlugins::Route(r.clone()),
-            None => crate::log::LogPlugins::Unmatched(snap.clone()),
-        };
-        ProxyBody::boxed(crate::log::LogBody::new(body, cx, plugins))
+        ProxyBody::boxed(crate::log::LogBody::new(body, cx, snap.clone(), route.map(|(i, _)| i)))
     };
     Response::from_parts(parts, body)
 }

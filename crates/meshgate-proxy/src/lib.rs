@@ -158,7 +158,8 @@ impl Gateway {
             warnings.push("runtime.watch_config changed: takes effect at the next restart".to_owned());
         }
         let mut checkers = lock(&self.checkers);
-        let live = snap.live_targets.clone();
+        // Old balancers keep their own handles on dropped targets until they go.
+        self.targets.retain(&snap.live_targets);
         let new_checkers = spawn_checkers(&self.control, &snap);
         self.shared.snapshot.store(Arc::new(snap));
         self.loaded.store(text_hash(doc.source.text()), Ordering::Relaxed);
@@ -166,7 +167,6 @@ impl Gateway {
             old.stop();
         }
         *checkers = new_checkers;
-        self.targets.retain(&live);
         Ok(warnings)
     }
 

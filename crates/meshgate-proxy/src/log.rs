@@ -1,7 +1,7 @@
 //! The log phase: runs once the response body has been sent (or the client went away), with the
 //! final status and byte count. Only requests whose chain has `on_log` plugins pay for this.
 
-use crate::snapshot::{RouteRt, Snapshot};
+use crate::snapshot::Snapshot;
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use meshgate_core::{BoxError, ProxyBody, RequestCtx};
@@ -9,26 +9,21 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
-/// Where the log plugins of a request live; holding it keeps them alive.
-pub enum LogPlugins {
-    /// The matched route's chain.
-    Route(Arc<RouteRt>),
-    /// The global chain, for unmatched requests.
-    Unmatched(Arc<Snapshot>),
-}
-
 /// A response body that counts bytes and calls `on_log` when it ends or is dropped.
 pub struct LogBody {
     inner: ProxyBody,
     cx: Option<RequestCtx>,
-    plugins: LogPlugins,
+    /// Holding the snapshot keeps the plugins alive after a reload.
+    snap: Arc<Snapshot>,
+    /// The matched route's index in the router; `None` uses the global chain.
+    route: Option<usize>,
     bytes: u64,
 }
 
 impl LogBody {
     /// Wraps a response body; `cx.response` must already hold the status.
-    pub fn new(inner: ProxyBody, cx: RequestCtx, plugins: LogPlugins) -> Self {
-        LogBody { inner, cx: Some(cx), plugins, bytes: 0 }
+    pub fn new(inner: ProxyBody, cx: RequestCtx, snap: Arc<Snapshot>, route: Option<usize>) -> Self {
+        LogBody { inner, cx: Some(cx), snap, route, bytes: 0 }
     }
 
     fn log(&mut self) {
@@ -36,10 +31,7 @@ impl LogBody {
         if let Some(r) = cx.response.as_mut() {
             r.body_bytes = self.bytes;
         }
-        let chain = match &self.plugins {
-            LogPlugins::Route(r) => &r.chain,
-            LogPlugins::Unmatched(s) => &s.unmatched,
-        };
+        let chain = self.route.and_then(|i| self.snap.router.get(i)).map_or(&self.snap.unmatched, |r| &r.chain);
         for p in chain.on_log.iter() {
             p.on_log(&cx);
         }

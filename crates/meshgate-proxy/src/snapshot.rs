@@ -5,7 +5,7 @@
 use crate::chain::{self, Chain, Instance};
 use crate::tls;
 use meshgate_balance::{ActiveConfig, Balancer, PassiveConfig, TargetRegistry, TargetSpec, TargetState};
-use meshgate_config::model::{Config, Listener, PluginRef, Protocol, Service};
+use meshgate_config::model::{Algorithm, Config, Health, Listener, PluginRef, Protocol, Service};
 use meshgate_config::{ConfigError, ConfigErrors, Document, HashOn, ServiceUrl, Source};
 use meshgate_core::{Registry, RouteInfo};
 use meshgate_router::{RouteSpec, Router};
@@ -17,7 +17,7 @@ use std::time::Duration;
 /// One compiled configuration.
 pub struct Snapshot {
     /// Routes, precompiled.
-    pub(crate) router: Router<Arc<RouteRt>>,
+    pub(crate) router: Router<RouteRt>,
     /// Global plugins, for requests that match no route.
     pub(crate) unmatched: Chain,
     /// Client-side limits.
@@ -141,7 +141,7 @@ pub fn compile(doc: &Document, registry: &Registry, targets: &TargetRegistry) ->
         let info = RouteInfo { name: r.name.as_str().into(), service: service.name.clone() };
         let rt =
             RouteRt { info, service: service.clone(), strip_path: r.strip_path, preserve_host: r.preserve_host, chain };
-        routes.push((spec, Arc::new(rt)));
+        routes.push((spec, rt));
     }
     if !errors.is_empty() {
         return Err(ConfigErrors(errors));
@@ -256,41 +256,8 @@ fn service(
     active_checks: &mut Vec<(String, Vec<Arc<TargetState>>, ActiveConfig)>,
 ) -> Result<(ServiceRt, String), ConfigError> {
     let field = format!("services[{index}]");
-    // A service with a URL is a one-target upstream of its own, so both kinds share one code path.
-    let (balancer_name, specs, algorithm, hash_on, health, tls_host, base_path, url_tls) = match (&s.url, &s.upstream) {
-        (Some(url), _) => {
-            let u = ServiceUrl::parse(url).map_err(|m| source.error(format!("{field}.url"), m))?;
-            let address = if u.host.contains(':') {
-                format!("[{}]:{}", u.host, u.port)
-            } else {
-                format!("{}:{}", u.host, u.port)
-            };
-            let spec = TargetSpec { address, weight: 1 };
-            (
-                format!("service:{}", s.name),
-                vec![spec],
-                Default::default(),
-                None,
-                Default::default(),
-                Some(u.host),
-                u.base_path,
-                u.tls,
-            )
-        }
-        (None, Some(name)) => {
-            let up = config
-                .upstreams
-                .iter()
-                .find(|u| &u.name == name)
-                .ok_or_else(|| source.error(format!("{field}.upstream"), "unknown upstream"))?;
-            let specs =
-                up.targets.iter().map(|t| TargetSpec { address: t.address.clone(), weight: t.weight }).collect();
-            let hash_on = up.hash_on.as_deref().and_then(|h| HashOn::parse(h).ok());
-            let base = s.path.as_deref().unwrap_or("").trim_end_matches('/').to_owned();
-            (up.name.clone(), specs, up.algorithm, hash_on, up.health.clone(), None, base, false)
-        }
-        (None, None) => return Err(source.error(field, "needs `url` or `upstream`")),
-    };
+    let origin = origin(config, s, &field, source)?;
+    let url_tls = origin.url.as_ref().is_some_and(|u| u.tls);
     let proto = match (s.protocol, url_tls) {
         (Some(Protocol::H2c), _) => Proto::H2c,
         (Some(Protocol::Https), _) | (None, true) => Proto::Tls,
@@ -298,16 +265,18 @@ fn service(
     };
     let tls = if proto == Proto::Tls {
         let config = tls::client_config(&s.tls, source, &format!("{field}.tls"))?;
+        let url_host = origin.url.as_ref().map(|u| u.host.clone());
         let host =
-            s.tls.server_name.clone().or(tls_host.clone()).unwrap_or_else(|| host_of(&specs[0].address).to_owned());
+            s.tls.server_name.clone().or(url_host).unwrap_or_else(|| host_of(&origin.specs[0].address).to_owned());
         let name = tls::server_name(&host).map_err(|m| source.error(format!("{field}.tls.server_name"), m))?;
         Some((config, name))
     } else {
         None
     };
-    let passive = health.passive.as_ref().map(PassiveConfig::from);
+    let Origin { balancer_name, specs, algorithm, hash_on, health, url, base_path } = origin;
+    let passive = health.and_then(|h| h.passive.as_ref()).map(PassiveConfig::from);
     let balancer = Balancer::new(&balancer_name, algorithm, hash_on, &specs, passive, registry);
-    if let Some(a) = &health.active
+    if let Some(a) = health.and_then(|h| h.active.as_ref())
         && !active_checks.iter().any(|(n, _, _)| n == &balancer_name)
     {
         let cfg = ActiveConfig::from(a);
@@ -317,9 +286,13 @@ fn service(
         .iter()
         .map(|t| {
             // The Host header names the server as the URL did (no default port), or the target.
-            let authority = match &tls_host {
-                Some(h) if url_tls && t.address.ends_with(":443") || !url_tls && t.address.ends_with(":80") => {
-                    if h.contains(':') { format!("[{h}]") } else { h.clone() }
+            let authority = match &url {
+                Some(u) if u.port == if u.tls { 443 } else { 80 } => {
+                    if u.host.contains(':') {
+                        format!("[{}]", u.host)
+                    } else {
+                        u.host.clone()
+                    }
                 }
                 _ => t.address.clone(),
             };
@@ -349,6 +322,60 @@ fn service(
         idle_timeout: s.keepalive.idle_timeout.get(),
     };
     Ok((rt, balancer_name))
+}
+
+/// Where a service's requests go: its `url` (a one-target upstream of its own, so both kinds
+/// share one code path) or its named `upstream`.
+struct Origin<'a> {
+    /// Name under which target state is kept (`service:NAME` for a URL).
+    balancer_name: String,
+    specs: Vec<TargetSpec>,
+    algorithm: Algorithm,
+    hash_on: Option<HashOn>,
+    health: Option<&'a Health>,
+    /// The parsed URL; its host names the server in Host and TLS.
+    url: Option<ServiceUrl>,
+    /// Prepended to forwarded paths.
+    base_path: String,
+}
+
+fn origin<'a>(config: &'a Config, s: &Service, field: &str, source: &Source) -> Result<Origin<'a>, ConfigError> {
+    match (&s.url, &s.upstream) {
+        (Some(url), _) => {
+            let u = ServiceUrl::parse(url).map_err(|m| source.error(format!("{field}.url"), m))?;
+            let address = if u.host.contains(':') {
+                format!("[{}]:{}", u.host, u.port)
+            } else {
+                format!("{}:{}", u.host, u.port)
+            };
+            Ok(Origin {
+                balancer_name: format!("service:{}", s.name),
+                specs: vec![TargetSpec { address, weight: 1 }],
+                algorithm: Algorithm::default(),
+                hash_on: None,
+                health: None,
+                base_path: u.base_path.clone(),
+                url: Some(u),
+            })
+        }
+        (None, Some(name)) => {
+            let up = config
+                .upstreams
+                .iter()
+                .find(|u| &u.name == name)
+                .ok_or_else(|| source.error(format!("{field}.upstream"), "unknown upstream"))?;
+            Ok(Origin {
+                balancer_name: up.name.clone(),
+                specs: up.targets.iter().map(|t| TargetSpec { address: t.address.clone(), weight: t.weight }).collect(),
+                algorithm: up.algorithm,
+                hash_on: up.hash_on.as_deref().and_then(|h| HashOn::parse(h).ok()),
+                health: Some(&up.health),
+                url: None,
+                base_path: s.path.as_deref().unwrap_or("").trim_end_matches('/').to_owned(),
+            })
+        }
+        (None, None) => Err(source.error(field, "needs `url` or `upstream`")),
+    }
 }
 
 /// The host part of `host:port` (IPv6 brackets removed).
