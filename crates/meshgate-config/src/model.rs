@@ -31,6 +31,27 @@ pub struct Config {
     /// Plugins applied globally, or to a route/service named by `route:`/`service:`.
     #[serde(default)]
     pub plugins: Vec<PluginRef>,
+    /// The callers that authentication plugins recognise.
+    #[serde(default)]
+    pub consumers: Vec<Consumer>,
+}
+
+/// A caller of the APIs (a user or a calling system), with its groups and credentials.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Consumer {
+    /// Unique name, sent upstream as `X-Consumer-Username`.
+    pub username: String,
+    /// An identifier from another system (sent as `X-Consumer-Custom-ID`); unique like usernames.
+    #[serde(default)]
+    pub custom_id: Option<String>,
+    /// Groups, for the `acl` plugin and `X-Consumer-Groups`.
+    #[serde(default)]
+    pub groups: Vec<String>,
+    /// Credentials by kind, which is the authentication plugin's name (`key-auth`, `basic-auth`):
+    /// each plugin documents its entries.
+    #[serde(default)]
+    pub credentials: BTreeMap<String, Vec<serde_json::Value>>,
 }
 
 /// Process-level settings.

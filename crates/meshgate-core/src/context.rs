@@ -1,5 +1,6 @@
 //! What a plugin sees of a request as it moves through the phases.
 
+use crate::auth::Authenticated;
 use http::StatusCode;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -14,13 +15,13 @@ pub struct RouteInfo {
     pub service: Arc<str>,
 }
 
-/// Who the caller is, once an authentication plugin has said so.
-#[derive(Clone, Debug)]
-pub struct Consumer {
-    /// The consumer's unique name.
-    pub username: Arc<str>,
-    /// Groups used by authorization plugins.
-    pub groups: Arc<[Arc<str>]>,
+/// The client's TLS certificate chain, leaf first.
+#[derive(Debug)]
+pub struct ClientCert {
+    /// DER certificates as the client sent them.
+    pub chain: Vec<rustls_pki_types::CertificateDer<'static>>,
+    /// Whether the listener verified the chain against its CA bundle during the handshake.
+    pub verified: bool,
 }
 
 /// The response as sent to the client, known in the log phase.
@@ -46,8 +47,10 @@ pub struct RequestCtx {
     pub tls: bool,
     /// The matched route; `None` for requests that matched no route (global plugins still run).
     pub route: Option<RouteInfo>,
-    /// The authenticated caller, if any.
-    pub consumer: Option<Consumer>,
+    /// The client's certificate, on TLS listeners that ask for one and got one.
+    pub client_cert: Option<Arc<ClientCert>>,
+    /// Who the caller is, once authentication has said so.
+    pub auth: Option<Authenticated>,
     /// The upstream target chosen for this attempt, from `before_upstream` on.
     pub upstream: Option<Arc<str>>,
     /// Set before the log phase.
@@ -66,7 +69,8 @@ impl RequestCtx {
             client_addr,
             tls,
             route: None,
-            consumer: None,
+            client_cert: None,
+            auth: None,
             upstream: None,
             response: None,
             started: Instant::now(),

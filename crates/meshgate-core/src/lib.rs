@@ -4,17 +4,23 @@
 //! a request (see [`Phases`]), and is created from its config by a [`PluginFactory`] registered in
 //! a [`Registry`]. The proxy never knows plugins by name: it asks the registry.
 
+pub mod auth;
 mod body;
+mod consumers;
 mod context;
 mod error;
 mod plugin;
 mod registry;
+mod secret;
 
+pub use auth::{AuthOutcome, Authenticated, Authenticator};
 pub use body::{BoxError, ProxyBody};
-pub use context::{Consumer, RequestCtx, ResponseInfo, RouteInfo};
+pub use consumers::{Consumer, Consumers, CredentialEntry};
+pub use context::{ClientCert, RequestCtx, ResponseInfo, RouteInfo};
 pub use error::{ErrorKind, json_error};
 pub use plugin::{Flow, Phases, Plugin};
-pub use registry::{PluginConfigError, PluginFactory, Registry, parse_config};
+pub use registry::{BuildContext, Built, PluginConfigError, PluginFactory, Registry, parse_config};
+pub use secret::Secret;
 
 /// Re-exported so plugins implement the trait with the same macro version the proxy uses.
 pub use async_trait::async_trait;

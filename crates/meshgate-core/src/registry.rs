@@ -1,25 +1,50 @@
 //! Plugin factories by name, so the proxy can build plugins from config without knowing them.
 
+use crate::auth::Authenticator;
+use crate::consumers::Consumers;
 use crate::plugin::Plugin;
 use serde::de::DeserializeOwned;
 use std::collections::BTreeMap;
 use std::fmt;
 use std::sync::Arc;
 
-/// A problem in one plugin's `config:` block.
+/// A problem in one plugin's `config:` block, or in a consumer's credentials for it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PluginConfigError {
-    /// Path inside the plugin's `config:` (e.g. `add[0].name`); empty for the block as a whole.
+    /// Path inside the plugin's `config:` (e.g. `add[0].name`; empty for the block as a whole),
+    /// or from the document's root when `in_document` is set.
     pub field: String,
     /// What is wrong.
     pub message: String,
+    /// `field` is a path from the document's root (e.g. `consumers[1].credentials.key-auth[0]`).
+    pub in_document: bool,
 }
 
 impl PluginConfigError {
     /// An error about a field of the plugin's config.
     pub fn new(field: impl Into<String>, message: impl Into<String>) -> Self {
-        PluginConfigError { field: field.into(), message: message.into() }
+        PluginConfigError { field: field.into(), message: message.into(), in_document: false }
     }
+
+    /// An error about a field elsewhere in the document, such as a consumer's credential.
+    pub fn in_document(field: impl Into<String>, message: impl Into<String>) -> Self {
+        PluginConfigError { field: field.into(), message: message.into(), in_document: true }
+    }
+}
+
+/// What a plugin's config is built into.
+#[derive(Clone)]
+pub enum Built {
+    /// A plugin that runs in its phases.
+    Plugin(Arc<dyn Plugin>),
+    /// An authentication method, run with the route's other methods as one step (any of them).
+    Authenticator(Arc<dyn Authenticator>),
+}
+
+/// What a factory may see of the rest of the config while building.
+pub struct BuildContext {
+    /// The declared consumers and their credentials.
+    pub consumers: Arc<Consumers>,
 }
 
 impl fmt::Display for PluginConfigError {
@@ -37,7 +62,13 @@ pub trait PluginFactory: Send + Sync + 'static {
     /// which users list plugins cannot break authentication-before-limits.
     fn priority(&self) -> i32;
     /// Builds an instance; `config` is the plugin's `config:` block (null when absent).
-    fn build(&self, config: &serde_json::Value) -> Result<Arc<dyn Plugin>, PluginConfigError>;
+    fn build(&self, config: &serde_json::Value, cx: &BuildContext) -> Result<Built, PluginConfigError>;
+    /// For plugins that own a kind of consumer credential (`consumers[].credentials.<name>`):
+    /// checks them all, so that a mistake is reported even when no route uses the plugin.
+    /// `None` means the plugin takes no credentials.
+    fn check_credentials(&self, _cx: &BuildContext) -> Option<Result<(), PluginConfigError>> {
+        None
+    }
 }
 
 /// The plugins a gateway knows, by name.

@@ -3,7 +3,10 @@
 //! means adding its module and one line in [`builtin`].
 
 pub mod access;
+pub mod auth;
 pub mod headers;
+#[cfg(test)]
+mod testing;
 
 use meshgate_core::Registry;
 
@@ -11,6 +14,7 @@ use meshgate_core::Registry;
 pub fn builtin() -> Registry {
     let mut r = Registry::new();
     r.register(access::ip_restriction::Factory);
+    r.register(auth::key_auth::Factory);
     r.register(headers::request_id::Factory);
     r.register(headers::response_headers::Factory);
     r

@@ -5,7 +5,8 @@
 
 use meshgate_config::model::PluginRef;
 use meshgate_config::{ConfigError, Source};
-use meshgate_core::{Phases, Plugin, Registry};
+use meshgate_core::auth::AuthStage;
+use meshgate_core::{BuildContext, Built, Phases, Plugin, PluginConfigError, Registry};
 use std::sync::Arc;
 
 /// A built plugin instance with its name and priority.
@@ -13,7 +14,7 @@ use std::sync::Arc;
 pub struct Instance {
     name: Arc<str>,
     priority: i32,
-    plugin: Arc<dyn Plugin>,
+    built: Built,
 }
 
 /// Builds an enabled plugin from its config entry; `field` is where the entry is in the file.
@@ -22,6 +23,7 @@ pub fn build(
     entry: &PluginRef,
     source: &Source,
     field: &str,
+    cx: &BuildContext,
 ) -> Result<Option<Instance>, ConfigError> {
     if !entry.enabled {
         return Ok(None);
@@ -30,11 +32,17 @@ pub fn build(
         let known: Vec<_> = registry.names().collect();
         source.error(format!("{field}.name"), format!("unknown plugin {:?}; known: {}", entry.name, known.join(", ")))
     })?;
-    let plugin = factory.build(&entry.config).map_err(|e| {
-        let sub = if e.field.is_empty() { "config".to_owned() } else { format!("config.{}", e.field) };
-        source.error(format!("{field}.{sub}"), e.message)
-    })?;
-    Ok(Some(Instance { name: entry.name.as_str().into(), priority: factory.priority(), plugin }))
+    let built = factory.build(&entry.config, cx).map_err(|e| plugin_error(source, field, e))?;
+    Ok(Some(Instance { name: entry.name.as_str().into(), priority: factory.priority(), built }))
+}
+
+/// Locates a plugin's error: inside its `config:` block at `field`, or elsewhere in the document.
+pub fn plugin_error(source: &Source, field: &str, e: PluginConfigError) -> ConfigError {
+    if e.in_document {
+        return source.error(e.field, e.message);
+    }
+    let sub = if e.field.is_empty() { "config".to_owned() } else { format!("config.{}", e.field) };
+    source.error(format!("{field}.{sub}"), e.message)
 }
 
 /// The plugins of one scope, by phase, highest priority first. Empty phases cost one branch.
@@ -65,8 +73,24 @@ impl Chain {
         }
         // Stable sort: equal priorities keep config order.
         picked.sort_by_key(|p| std::cmp::Reverse(p.priority));
+        // The authentication methods become one step, where the first of them would have run.
+        let mut plugins: Vec<Arc<dyn Plugin>> = Vec::with_capacity(picked.len());
+        let mut methods = Vec::new();
+        let mut stage_at = None;
+        for p in &picked {
+            match &p.built {
+                Built::Plugin(plugin) => plugins.push(plugin.clone()),
+                Built::Authenticator(a) => {
+                    stage_at.get_or_insert(plugins.len());
+                    methods.push(a.clone());
+                }
+            }
+        }
+        if let Some(at) = stage_at {
+            plugins.insert(at, Arc::new(AuthStage::new(methods)));
+        }
         let phase = |ph: Phases| -> Box<[Arc<dyn Plugin>]> {
-            picked.iter().filter(|p| p.plugin.phases().contains(ph)).map(|p| p.plugin.clone()).collect()
+            plugins.iter().filter(|p| p.phases().contains(ph)).cloned().collect()
         };
         Chain {
             on_request: phase(Phases::ON_REQUEST),

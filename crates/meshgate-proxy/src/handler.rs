@@ -117,6 +117,7 @@ async fn forward_upstream(
     let key = svc.balancer.hash_on().and_then(|h| meshgate_balance::hash_key(h, &headers, cx.client_addr.ip()));
     forward::strip_hop_by_hop(&mut headers, upgrade);
     forward::set_forwarded(&mut headers, &conn.info, client_host.as_ref());
+    meshgate_core::auth::set_identity_headers(&mut headers, cx.auth.as_ref());
 
     let mut req = Request::new(body);
     *req.method_mut() = cx.request.method.clone();

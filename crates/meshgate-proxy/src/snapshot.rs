@@ -7,10 +7,11 @@ use crate::tls;
 use meshgate_balance::{ActiveConfig, Balancer, PassiveConfig, TargetRegistry, TargetSpec, TargetState};
 use meshgate_config::model::{Algorithm, Config, Health, Listener, PluginRef, Protocol, Service};
 use meshgate_config::{ConfigError, ConfigErrors, Document, HashOn, ServiceUrl, Source};
-use meshgate_core::{Registry, RouteInfo};
+use meshgate_core::{BuildContext, Consumer, Consumers, CredentialEntry, Registry, RouteInfo};
 use meshgate_router::{RouteSpec, Router};
 use rustls::pki_types::ServerName;
 use std::collections::HashMap;
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -111,7 +112,9 @@ pub struct TargetRt {
 pub fn compile(doc: &Document, registry: &Registry, targets: &TargetRegistry) -> Result<Snapshot, ConfigErrors> {
     let (config, source) = (&doc.config, &doc.source);
     let mut errors = Vec::new();
-    let plugins = Plugins::build(config, registry, source, &mut errors);
+    let cx = BuildContext { consumers: Arc::new(consumers(config, source, registry, &mut errors)) };
+    check_credentials(&cx, registry, source, &mut errors);
+    let plugins = Plugins::build(config, registry, source, &cx, &mut errors);
     let listeners = listeners(&config.listeners, source, &mut errors);
 
     let mut services = HashMap::new();
@@ -171,6 +174,52 @@ pub fn compile(doc: &Document, registry: &Registry, targets: &TargetRegistry) ->
     })
 }
 
+/// The declared consumers; duplicate names are errors.
+fn consumers(config: &Config, source: &Source, registry: &Registry, errors: &mut Vec<ConfigError>) -> Consumers {
+    let mut out = Consumers::new(source.path().parent().map(Path::to_path_buf).unwrap_or_default());
+    for (i, c) in config.consumers.iter().enumerate() {
+        let at = format!("consumers[{i}]");
+        let mut credentials = Vec::new();
+        for (kind, entries) in &c.credentials {
+            if registry.get(kind).is_none() {
+                let known: Vec<_> = registry.names().collect();
+                let msg = format!(
+                    "unknown credential kind {kind:?}: it names an authentication plugin ({})",
+                    known.join(", ")
+                );
+                errors.push(source.error(format!("{at}.credentials.{kind}"), msg));
+                continue;
+            }
+            for (j, value) in entries.iter().enumerate() {
+                let field = format!("{at}.credentials.{kind}[{j}]");
+                credentials.push((kind.clone(), CredentialEntry { field, value: value.clone() }));
+            }
+        }
+        let groups = c.groups.iter().map(|g| g.as_str().into()).collect();
+        let consumer = Consumer::new(&c.username, c.custom_id.as_deref(), groups);
+        if let Err(msg) = out.add(consumer, credentials) {
+            errors.push(source.error(format!("{at}.username"), msg));
+        }
+    }
+    out
+}
+
+/// Lets each authentication plugin check every credential of its kind, used or not.
+fn check_credentials(cx: &BuildContext, registry: &Registry, source: &Source, errors: &mut Vec<ConfigError>) {
+    let kinds: Vec<String> = cx.consumers.credential_kinds().map(str::to_owned).collect();
+    for kind in kinds {
+        let Some(factory) = registry.get(&kind) else { continue };
+        match factory.check_credentials(cx) {
+            Some(Ok(())) => {}
+            Some(Err(e)) => errors.push(chain::plugin_error(source, "", e)),
+            None => {
+                let field = cx.consumers.credentials(&kind).next().map(|(_, e)| e.field.clone()).unwrap_or_default();
+                errors.push(source.error(field, format!("plugin {kind:?} takes no consumer credentials")));
+            }
+        }
+    }
+}
+
 /// Plugin instances by scope, each built once even when shared by many routes.
 struct Plugins {
     global: Vec<Instance>,
@@ -179,18 +228,25 @@ struct Plugins {
 }
 
 impl Plugins {
-    fn build(config: &Config, registry: &Registry, source: &Source, errors: &mut Vec<ConfigError>) -> Plugins {
+    fn build(
+        config: &Config,
+        registry: &Registry,
+        source: &Source,
+        cx: &BuildContext,
+        errors: &mut Vec<ConfigError>,
+    ) -> Plugins {
         let mut p = Plugins { global: Vec::new(), by_service: HashMap::new(), by_route: HashMap::new() };
-        let mut add =
-            |entry: &PluginRef, field: String, scope: Scope<'_>| match chain::build(registry, entry, source, &field) {
-                Ok(Some(inst)) => match scope {
-                    Scope::Global => p.global.push(inst),
-                    Scope::Service(s) => p.by_service.entry(s.to_owned()).or_default().push(inst),
-                    Scope::Route(r) => p.by_route.entry(r.to_owned()).or_default().push(inst),
-                },
-                Ok(None) => {}
-                Err(e) => errors.push(e),
-            };
+        let mut add = |entry: &PluginRef, field: String, scope: Scope<'_>| match chain::build(
+            registry, entry, source, &field, cx,
+        ) {
+            Ok(Some(inst)) => match scope {
+                Scope::Global => p.global.push(inst),
+                Scope::Service(s) => p.by_service.entry(s.to_owned()).or_default().push(inst),
+                Scope::Route(r) => p.by_route.entry(r.to_owned()).or_default().push(inst),
+            },
+            Ok(None) => {}
+            Err(e) => errors.push(e),
+        };
         for (i, entry) in config.plugins.iter().enumerate() {
             let scope = match (&entry.route, &entry.service) {
                 (Some(r), _) => Scope::Route(r),

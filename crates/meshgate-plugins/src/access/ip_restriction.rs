@@ -8,7 +8,8 @@
 
 use ipnet::IpNet;
 use meshgate_core::{
-    Flow, Phases, Plugin, PluginConfigError, PluginFactory, RequestCtx, async_trait, json_error, parse_config,
+    BuildContext, Built, Flow, Phases, Plugin, PluginConfigError, PluginFactory, RequestCtx, async_trait, json_error,
+    parse_config,
 };
 use serde::Deserialize;
 use std::net::IpAddr;
@@ -98,16 +99,16 @@ impl PluginFactory for Factory {
         // should not get to probe credentials.
         3000
     }
-    fn build(&self, config: &serde_json::Value) -> Result<Arc<dyn Plugin>, PluginConfigError> {
+    fn build(&self, config: &serde_json::Value, _cx: &BuildContext) -> Result<Built, PluginConfigError> {
         let c: Config = parse_config(config)?;
         if c.allow.is_empty() && c.deny.is_empty() {
             return Err(PluginConfigError::new("", "set allow, deny or both"));
         }
-        Ok(Arc::new(IpRestriction {
+        Ok(Built::Plugin(Arc::new(IpRestriction {
             allow: blocks(&c.allow, "allow")?,
             deny: blocks(&c.deny, "deny")?,
             trusted_hops: c.trusted_hops,
-        }))
+        })))
     }
 }
 
@@ -239,7 +240,7 @@ mod tests {
 
     #[test]
     fn bad_config_names_the_field() {
-        let err = |v| match Factory.build(&v) {
+        let err = |v: serde_json::Value| match crate::testing::plugin(&Factory, v.clone()) {
             Err(e) => e.to_string(),
             Ok(_) => panic!("accepted {v}"),
         };

@@ -2,7 +2,9 @@
 //! client's bug report and the upstream's logs can be joined. An id sent by the client (or by a
 //! gateway in front) is kept, unless configured otherwise.
 
-use meshgate_core::{Flow, Phases, Plugin, PluginConfigError, PluginFactory, RequestCtx, async_trait, parse_config};
+use meshgate_core::{
+    BuildContext, Built, Flow, Phases, Plugin, PluginConfigError, PluginFactory, RequestCtx, async_trait, parse_config,
+};
 use serde::Deserialize;
 use std::sync::Arc;
 
@@ -34,10 +36,10 @@ impl PluginFactory for Factory {
         // Before everything else, so that even requests refused by auth carry an id.
         100_000
     }
-    fn build(&self, config: &serde_json::Value) -> Result<Arc<dyn Plugin>, PluginConfigError> {
+    fn build(&self, config: &serde_json::Value, _cx: &BuildContext) -> Result<Built, PluginConfigError> {
         let c: Config = parse_config(config)?;
         let header = super::header_name("header_name".into(), &c.header_name)?;
-        Ok(Arc::new(RequestId { header, trust_incoming: c.trust_incoming, echo: c.echo_downstream }))
+        Ok(Built::Plugin(Arc::new(RequestId { header, trust_incoming: c.trust_incoming, echo: c.echo_downstream })))
     }
 }
 
@@ -118,7 +120,7 @@ mod tests {
 
     #[tokio::test]
     async fn generates_and_echoes() {
-        let p = Factory.build(&serde_json::Value::Null).unwrap();
+        let p = crate::testing::plugin(&Factory, serde_json::Value::Null).unwrap();
         let mut cx = ctx(&[]);
         assert!(matches!(p.on_request(&mut cx).await, Flow::Continue));
         let id = cx.request.headers.get("x-request-id").unwrap().clone();
@@ -131,12 +133,14 @@ mod tests {
 
     #[tokio::test]
     async fn keeps_or_replaces_incoming() {
-        let p = Factory.build(&serde_json::Value::Null).unwrap();
+        let p = crate::testing::plugin(&Factory, serde_json::Value::Null).unwrap();
         let mut cx = ctx(&[("x-request-id", "abc")]);
         p.on_request(&mut cx).await;
         assert_eq!(cx.request.headers["x-request-id"], "abc");
 
-        let p = Factory.build(&serde_json::json!({"trust_incoming": false, "header_name": "X-Trace"})).unwrap();
+        let p =
+            crate::testing::plugin(&Factory, serde_json::json!({"trust_incoming": false, "header_name": "X-Trace"}))
+                .unwrap();
         let mut cx = ctx(&[("x-trace", "abc")]);
         p.on_request(&mut cx).await;
         assert_ne!(cx.request.headers["x-trace"], "abc");
@@ -144,9 +148,9 @@ mod tests {
 
     #[test]
     fn bad_config_names_field() {
-        let e = Factory.build(&serde_json::json!({"header_name": "bad header"})).err().unwrap();
+        let e = crate::testing::plugin(&Factory, serde_json::json!({"header_name": "bad header"})).err().unwrap();
         assert_eq!(e.field, "header_name");
-        let e = Factory.build(&serde_json::json!({"headr_name": "x"})).err().unwrap();
+        let e = crate::testing::plugin(&Factory, serde_json::json!({"headr_name": "x"})).err().unwrap();
         assert!(e.message.contains("unknown field"), "{e}");
     }
 }

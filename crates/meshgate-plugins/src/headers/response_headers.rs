@@ -1,7 +1,9 @@
 //! `response-headers`: adds, overwrites or removes headers on responses to clients, e.g. security
 //! headers, or removing `Server` and other internals an upstream leaks.
 
-use meshgate_core::{Phases, Plugin, PluginConfigError, PluginFactory, RequestCtx, async_trait, parse_config};
+use meshgate_core::{
+    BuildContext, Built, Phases, Plugin, PluginConfigError, PluginFactory, RequestCtx, async_trait, parse_config,
+};
 use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -38,7 +40,7 @@ impl PluginFactory for Factory {
         // After transformations, so its changes are the last word on the response head.
         100
     }
-    fn build(&self, config: &serde_json::Value) -> Result<Arc<dyn Plugin>, PluginConfigError> {
+    fn build(&self, config: &serde_json::Value, _cx: &BuildContext) -> Result<Built, PluginConfigError> {
         let c: Config = parse_config(config)?;
         let remove = c
             .remove
@@ -46,7 +48,11 @@ impl PluginFactory for Factory {
             .enumerate()
             .map(|(i, n)| super::header_name(format!("remove[{i}]"), n))
             .collect::<Result<_, _>>()?;
-        Ok(Arc::new(ResponseHeaders { add: compile(&c.add, "add")?, set: compile(&c.set, "set")?, remove }))
+        Ok(Built::Plugin(Arc::new(ResponseHeaders {
+            add: compile(&c.add, "add")?,
+            set: compile(&c.set, "set")?,
+            remove,
+        })))
     }
 }
 
@@ -84,13 +90,15 @@ mod tests {
 
     #[tokio::test]
     async fn add_set_remove() {
-        let p = Factory
-            .build(&serde_json::json!({
+        let p = crate::testing::plugin(
+            &Factory,
+            serde_json::json!({
                 "add": {"X-Frame-Options": "DENY", "Cache-Control": "no-store"},
                 "set": {"Server": "meshgate"},
                 "remove": ["X-Powered-By"]
-            }))
-            .unwrap();
+            }),
+        )
+        .unwrap();
         let (mut resp, _) = http::Response::builder()
             .header("cache-control", "max-age=60")
             .header("server", "nginx")
@@ -109,7 +117,7 @@ mod tests {
 
     #[test]
     fn bad_value_names_field() {
-        let e = Factory.build(&serde_json::json!({"set": {"X-A": "bad\nvalue"}})).err().unwrap();
+        let e = crate::testing::plugin(&Factory, serde_json::json!({"set": {"X-A": "bad\nvalue"}})).err().unwrap();
         assert_eq!(e.field, "set.X-A");
     }
 }

@@ -1,0 +1,41 @@
+//! Helpers for the plugins' unit tests: build from JSON config, make request contexts.
+
+use meshgate_core::{
+    Authenticator, BuildContext, Built, Consumers, Plugin, PluginConfigError, PluginFactory, RequestCtx,
+};
+use std::sync::Arc;
+
+/// A build context with the given consumers.
+pub fn context(consumers: Consumers) -> BuildContext {
+    BuildContext { consumers: Arc::new(consumers) }
+}
+
+/// Builds a phase plugin with no consumers declared.
+pub fn plugin(f: &dyn PluginFactory, config: serde_json::Value) -> Result<Arc<dyn Plugin>, PluginConfigError> {
+    match f.build(&config, &context(Consumers::default()))? {
+        Built::Plugin(p) => Ok(p),
+        Built::Authenticator(_) => panic!("{} is an authenticator", f.name()),
+    }
+}
+
+/// Builds an authentication method.
+pub fn authenticator(
+    f: &dyn PluginFactory,
+    config: serde_json::Value,
+    cx: &BuildContext,
+) -> Result<Arc<dyn Authenticator>, PluginConfigError> {
+    match f.build(&config, cx)? {
+        Built::Authenticator(a) => Ok(a),
+        Built::Plugin(_) => panic!("{} is not an authenticator", f.name()),
+    }
+}
+
+/// A request context for `uri` with `headers`.
+pub fn request(uri: &str, headers: &[(&str, &str)]) -> RequestCtx {
+    let mut req = http::Request::builder().uri(uri);
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    let (parts, ()) = req.body(()).unwrap().into_parts();
+    RequestCtx::new(parts, "127.0.0.1:5000".parse().unwrap(), false)
+}
