@@ -63,11 +63,15 @@ pub trait PluginFactory: Send + Sync + 'static {
     fn priority(&self) -> i32;
     /// Builds an instance; `config` is the plugin's `config:` block (null when absent).
     fn build(&self, config: &serde_json::Value, cx: &BuildContext) -> Result<Built, PluginConfigError>;
-    /// For plugins that own a kind of consumer credential (`consumers[].credentials.<name>`):
-    /// checks them all, so that a mistake is reported even when no route uses the plugin.
-    /// `None` means the plugin takes no credentials.
-    fn check_credentials(&self, _cx: &BuildContext) -> Option<Result<(), PluginConfigError>> {
-        None
+    /// Whether consumers may hold credentials of this plugin's kind
+    /// (`consumers[].credentials.<name>`).
+    fn takes_credentials(&self) -> bool {
+        false
+    }
+    /// Checks every consumer credential of this plugin's kind, so that a mistake is reported
+    /// even when no route uses the plugin.
+    fn check_credentials(&self, _cx: &BuildContext) -> Result<(), PluginConfigError> {
+        Ok(())
     }
 }
 

@@ -13,7 +13,9 @@ use meshgate_core::Registry;
 /// A registry with every built-in plugin.
 pub fn builtin() -> Registry {
     let mut r = Registry::new();
+    r.register(access::acl::Factory);
     r.register(access::ip_restriction::Factory);
+    r.register(auth::basic_auth::Factory);
     r.register(auth::key_auth::Factory);
     r.register(headers::request_id::Factory);
     r.register(headers::response_headers::Factory);

@@ -181,12 +181,10 @@ fn consumers(config: &Config, source: &Source, registry: &Registry, errors: &mut
         let at = format!("consumers[{i}]");
         let mut credentials = Vec::new();
         for (kind, entries) in &c.credentials {
-            if registry.get(kind).is_none() {
-                let known: Vec<_> = registry.names().collect();
-                let msg = format!(
-                    "unknown credential kind {kind:?}: it names an authentication plugin ({})",
-                    known.join(", ")
-                );
+            if !registry.get(kind).is_some_and(|f| f.takes_credentials()) {
+                let known: Vec<_> =
+                    registry.names().filter(|n| registry.get(n).is_some_and(|f| f.takes_credentials())).collect();
+                let msg = format!("unknown credential kind {kind:?}; known: {}", known.join(", "));
                 errors.push(source.error(format!("{at}.credentials.{kind}"), msg));
                 continue;
             }
@@ -206,16 +204,11 @@ fn consumers(config: &Config, source: &Source, registry: &Registry, errors: &mut
 
 /// Lets each authentication plugin check every credential of its kind, used or not.
 fn check_credentials(cx: &BuildContext, registry: &Registry, source: &Source, errors: &mut Vec<ConfigError>) {
-    let kinds: Vec<String> = cx.consumers.credential_kinds().map(str::to_owned).collect();
-    for kind in kinds {
-        let Some(factory) = registry.get(&kind) else { continue };
-        match factory.check_credentials(cx) {
-            Some(Ok(())) => {}
-            Some(Err(e)) => errors.push(chain::plugin_error(source, "", e)),
-            None => {
-                let field = cx.consumers.credentials(&kind).next().map(|(_, e)| e.field.clone()).unwrap_or_default();
-                errors.push(source.error(field, format!("plugin {kind:?} takes no consumer credentials")));
-            }
+    // Only kinds owned by a registered plugin got this far (see `consumers`).
+    for kind in cx.consumers.credential_kinds() {
+        let Some(factory) = registry.get(kind) else { continue };
+        if let Err(e) = factory.check_credentials(cx) {
+            errors.push(chain::plugin_error(source, "", e));
         }
     }
 }

@@ -53,6 +53,9 @@ enum Command {
         /// The YAML config file.
         file: PathBuf,
     },
+    /// Print an argon2id hash of a password read from standard input (its first line), for a
+    /// consumer's `basic-auth` credential (`password_hash:`). The password is never echoed.
+    HashPassword,
     /// Start small sample upstream services on 127.0.0.1:9101-9105 and the gateway on
     /// `examples/gateway.yaml` (listening on 127.0.0.1:8080), to try meshgate with curl.
     Demo {
@@ -68,6 +71,7 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Run { config } => run(&config),
         Command::Validate { file } => validate(&file),
+        Command::HashPassword => hash_password(),
         Command::Demo { config } => match demo::start_upstreams() {
             Ok(()) => run(&config),
             Err(e) => {
@@ -85,6 +89,21 @@ fn init_logging(format: LogFormat) {
         LogFormat::Text => builder.init(),
         LogFormat::Json => builder.json().init(),
     }
+}
+
+fn hash_password() -> ExitCode {
+    let mut line = String::new();
+    if let Err(e) = std::io::stdin().read_line(&mut line) {
+        eprintln!("meshgate hash-password: cannot read standard input: {e}");
+        return ExitCode::from(1);
+    }
+    let password = line.trim_end_matches(['\r', '\n']);
+    if password.is_empty() {
+        eprintln!("meshgate hash-password: give the password on standard input, e.g. `meshgate hash-password < file`");
+        return ExitCode::from(2);
+    }
+    println!("{}", meshgate_plugins::auth::basic_auth::hash_password(password));
+    ExitCode::SUCCESS
 }
 
 fn validate(file: &Path) -> ExitCode {

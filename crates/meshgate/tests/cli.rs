@@ -138,6 +138,34 @@ fn validate_usage_errors() {
     assert_eq!(status.code(), Some(2), "unknown subcommand is a usage error");
 }
 
+#[test]
+fn hash_password_makes_a_hash_the_config_accepts() {
+    let mut child = Command::new(BIN)
+        .arg("hash-password")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run meshgate");
+    child.stdin.take().unwrap().write_all(b"correct horse\n").unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let hash = String::from_utf8(out.stdout).unwrap().trim().to_owned();
+    assert!(hash.starts_with("$argon2id$v=19$m=19456,t=2,p=1$"), "{hash}");
+    assert!(!hash.contains("correct horse"));
+
+    let dir = tempfile::tempdir().unwrap();
+    let yaml = format!(
+        "listeners: [{{name: l, address: '127.0.0.1:0'}}]\nconsumers:\n  - username: alice\n    credentials:\n      basic-auth: [{{password_hash: '{hash}'}}]\n"
+    );
+    std::fs::write(dir.path().join("c.yaml"), yaml).unwrap();
+    let (status, stdout, stderr) = meshgate(dir.path(), &["validate", "c.yaml"]);
+    assert_eq!(status.code(), Some(0), "{stdout} {stderr}");
+
+    let (status, _, stderr) = meshgate(dir.path(), &["hash-password"]);
+    assert_eq!(status.code(), Some(2), "an empty password is refused: {stderr}");
+}
+
 // ---------------------------------------------------------------------------------------------
 // run
 

@@ -1,4 +1,5 @@
-//! Plugins that decide who may call at all: by address today; by consumer and group once the
-//! authentication plugins exist.
+//! Plugins that decide who may call at all: by network address, and by consumer group once
+//! authentication has said who is calling.
 
+pub mod acl;
 pub mod ip_restriction;

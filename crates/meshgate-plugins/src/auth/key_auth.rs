@@ -125,8 +125,11 @@ impl PluginFactory for Factory {
             challenge: HeaderValue::from_static("Key realm=\"meshgate\""),
         })))
     }
-    fn check_credentials(&self, cx: &BuildContext) -> Option<Result<(), PluginConfigError>> {
-        Some(cx.consumers.shared(KeyIndex::build).map(drop))
+    fn takes_credentials(&self) -> bool {
+        true
+    }
+    fn check_credentials(&self, cx: &BuildContext) -> Result<(), PluginConfigError> {
+        cx.consumers.shared(KeyIndex::build).map(drop)
     }
 }
 
