@@ -1,7 +1,8 @@
 //! Helpers for the plugins' unit tests: build from JSON config, make request contexts.
 
 use meshgate_core::{
-    Authenticator, BuildContext, Built, Consumers, Plugin, PluginConfigError, PluginFactory, RequestCtx,
+    Authenticator, BuildContext, Built, Consumer, Consumers, CredentialEntry, Plugin, PluginConfigError, PluginFactory,
+    RequestCtx,
 };
 use std::sync::Arc;
 
@@ -38,4 +39,15 @@ pub fn request(uri: &str, headers: &[(&str, &str)]) -> RequestCtx {
     }
     let (parts, ()) = req.body(()).unwrap().into_parts();
     RequestCtx::new(parts, "127.0.0.1:5000".parse().unwrap(), false)
+}
+
+/// Consumers `(username, credential)`, each with one credential of `kind`, located as
+/// `consumers[i].credentials.<kind>[0]`.
+pub fn consumers(kind: &str, entries: &[(&str, serde_json::Value)]) -> Consumers {
+    let mut c = Consumers::new(std::env::temp_dir());
+    for (i, (user, value)) in entries.iter().enumerate() {
+        let entry = CredentialEntry { field: format!("consumers[{i}].credentials.{kind}[0]"), value: value.clone() };
+        c.add(Consumer::new(user, None, vec![]), [(kind.to_owned(), entry)]).unwrap();
+    }
+    c
 }

@@ -9,7 +9,7 @@
 //! lookup. An unknown username costs the same hash as a wrong password: timing does not tell
 //! which usernames exist.
 
-use super::anonymous;
+use super::{anonymous, credential_error, parse_credential};
 use argon2::Argon2;
 use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 use base64::Engine;
@@ -144,27 +144,24 @@ impl BasicIndex {
     fn build(consumers: &Consumers) -> Result<BasicIndex, PluginConfigError> {
         let mut map = HashMap::new();
         for (consumer, entry) in consumers.credentials("basic-auth") {
-            let bad = |sub: &str, msg: String| PluginConfigError::in_document(format!("{}{sub}", entry.field), msg);
-            let c: Credential = parse_config(&entry.value).map_err(|e| {
-                bad(if e.field.is_empty() { String::new() } else { format!(".{}", e.field) }.as_str(), e.message)
-            })?;
+            let bad = |field: &str, msg: &str| credential_error(entry, field, msg);
+            let c: Credential = parse_credential(entry)?;
             if c.password.is_some() {
                 let msg = "plain-text passwords are refused: store `password_hash` instead \
                            (`meshgate hash-password` prints one)";
-                return Err(bad(".password", msg.to_owned()));
+                return Err(bad("password", msg));
             }
             let Some(hash) = c.password_hash else {
-                return Err(bad("", "password_hash is required".to_owned()));
+                return Err(bad("", "password_hash is required"));
             };
-            let hash = hash.resolve(&consumers.base_dir).and_then(Hash::parse).map_err(|m| bad(".password_hash", m))?;
+            let hash = hash.resolve(&consumers.base_dir).and_then(Hash::parse).map_err(|m| bad("password_hash", &m))?;
             let username = c.username.unwrap_or_else(|| consumer.username.to_string());
             if username.contains(':') {
-                return Err(bad(".username", "a Basic username cannot contain ':'".to_owned()));
+                return Err(bad("username", "a Basic username cannot contain ':'"));
             }
-            let id =
-                HeaderValue::from_str(&username).map_err(|_| bad(".username", "not a valid header value".into()))?;
+            let id = HeaderValue::from_str(&username).map_err(|_| bad("username", "not a valid header value"))?;
             if map.insert(username, BasicEntry { hash, consumer: consumer.clone(), id }).is_some() {
-                return Err(bad(".username", "another basic-auth credential has this username".to_owned()));
+                return Err(bad("username", "another basic-auth credential has this username"));
             }
         }
         Ok(BasicIndex(map))
@@ -300,17 +297,10 @@ impl Authenticator for BasicAuth {
 mod tests {
     use super::*;
     use crate::testing::{authenticator, context, request};
-    use meshgate_core::CredentialEntry;
     use serde_json::json;
 
     fn consumers(creds: &[(&str, serde_json::Value)]) -> Consumers {
-        let mut c = Consumers::new(std::env::temp_dir());
-        for (i, (user, cred)) in creds.iter().enumerate() {
-            let entry =
-                CredentialEntry { field: format!("consumers[{i}].credentials.basic-auth[0]"), value: cred.clone() };
-            c.add(Consumer::new(user, None, vec![]), [("basic-auth".to_owned(), entry)]).unwrap();
-        }
-        c
+        crate::testing::consumers("basic-auth", creds)
     }
 
     fn basic(user: &str, pass: &str) -> String {

@@ -5,7 +5,7 @@
 //! Keys are indexed by their SHA-256 digest, and the stored key is then compared in constant
 //! time, so response timing says nothing about how much of a guessed key was right.
 
-use super::anonymous;
+use super::{anonymous, credential_error, parse_credential};
 use http::HeaderValue;
 use http::header::HeaderName;
 use http::uri::{PathAndQuery, Uri};
@@ -73,17 +73,15 @@ impl KeyIndex {
     fn build(consumers: &Consumers) -> Result<KeyIndex, PluginConfigError> {
         let mut map = HashMap::new();
         for (n, (consumer, entry)) in consumers.credentials("key-auth").enumerate() {
-            let bad = |sub: &str, msg: String| PluginConfigError::in_document(format!("{}{sub}", entry.field), msg);
-            let c: Credential = parse_config(&entry.value).map_err(|e| {
-                bad(if e.field.is_empty() { String::new() } else { format!(".{}", e.field) }.as_str(), e.message)
-            })?;
-            let key = c.key.resolve(&consumers.base_dir).map_err(|m| bad(".key", m))?;
+            let c: Credential = parse_credential(entry)?;
+            let key = c.key.resolve(&consumers.base_dir).map_err(|m| credential_error(entry, "key", m))?;
             let id = c.id.unwrap_or_else(|| format!("{}#{n}", consumer.username));
-            let id = HeaderValue::from_str(&id).map_err(|_| bad(".id", "not a valid header value".to_owned()))?;
+            let id =
+                HeaderValue::from_str(&id).map_err(|_| credential_error(entry, "id", "not a valid header value"))?;
             let digest: [u8; 32] = Sha256::digest(key.as_bytes()).into();
-            let entry = KeyEntry { key: key.into_bytes().into(), consumer: consumer.clone(), id };
-            if map.insert(digest, entry).is_some() {
-                return Err(bad(".key", "the same key is given twice; keys must be unique".to_owned()));
+            let key_entry = KeyEntry { key: key.into_bytes().into(), consumer: consumer.clone(), id };
+            if map.insert(digest, key_entry).is_some() {
+                return Err(credential_error(entry, "key", "the same key is given twice; keys must be unique"));
             }
         }
         Ok(KeyIndex(map))
@@ -217,17 +215,10 @@ impl Authenticator for KeyAuth {
 mod tests {
     use super::*;
     use crate::testing::{authenticator, context, request};
-    use meshgate_core::CredentialEntry;
     use serde_json::json;
 
     fn consumers(keys: &[(&str, serde_json::Value)]) -> Consumers {
-        let mut c = Consumers::new(std::env::temp_dir());
-        for (i, (user, cred)) in keys.iter().enumerate() {
-            let entry =
-                CredentialEntry { field: format!("consumers[{i}].credentials.key-auth[0]"), value: cred.clone() };
-            c.add(Consumer::new(user, None, vec![]), [("key-auth".to_owned(), entry)]).unwrap();
-        }
-        c
+        crate::testing::consumers("key-auth", keys)
     }
 
     fn accepted(outcome: AuthOutcome) -> Authenticated {

@@ -4,8 +4,21 @@
 pub mod basic_auth;
 pub mod key_auth;
 
-use meshgate_core::{Consumer, Consumers, PluginConfigError};
+use meshgate_core::{Consumer, Consumers, CredentialEntry, PluginConfigError, parse_config};
+use serde::de::DeserializeOwned;
 use std::sync::Arc;
+
+/// A consumer's credential entry in its typed form; errors are located in the document
+/// (`consumers[1].credentials.key-auth[0].key: …`).
+pub(crate) fn parse_credential<T: DeserializeOwned>(entry: &CredentialEntry) -> Result<T, PluginConfigError> {
+    parse_config(&entry.value).map_err(|e| credential_error(entry, &e.field, e.message))
+}
+
+/// An error about `field` (empty: the whole entry) of a consumer's credential entry.
+pub(crate) fn credential_error(entry: &CredentialEntry, field: &str, message: impl Into<String>) -> PluginConfigError {
+    let at = if field.is_empty() { entry.field.clone() } else { format!("{}.{field}", entry.field) };
+    PluginConfigError::in_document(at, message)
+}
 
 /// The consumer named by a method's `anonymous:` setting, which must be declared.
 pub(crate) fn anonymous(consumers: &Consumers, name: Option<&str>) -> Result<Option<Arc<Consumer>>, PluginConfigError> {
