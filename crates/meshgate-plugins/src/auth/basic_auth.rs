@@ -25,7 +25,8 @@ use std::cell::RefCell;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
-use std::time::{Duration, Instant};
+use meshgate_config::units::Duration;
+use std::time::Instant;
 
 /// Registers `basic-auth`.
 pub struct Factory;
@@ -38,7 +39,6 @@ struct Config {
     /// Remove the `Authorization` header before the request goes upstream.
     hide_credentials: bool,
     /// How long a verified header is remembered (per worker thread); `0s` checks every time.
-    #[serde(with = "humantime_serde_compat")]
     cache_ttl: Duration,
     /// Consumer to let in when no credential is valid.
     anonymous: Option<String>,
@@ -52,17 +52,6 @@ impl Default for Config {
             cache_ttl: Duration::from_secs(60),
             anonymous: None,
         }
-    }
-}
-
-/// Durations written as `30s`, `5m`, `0s`.
-mod humantime_serde_compat {
-    use serde::{Deserialize, Deserializer};
-    use std::time::Duration;
-
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
-        let s = String::deserialize(d)?;
-        humantime::parse_duration(&s).map_err(|e| serde::de::Error::custom(format!("{s:?}: {e} (use e.g. 30s, 5m)")))
     }
 }
 
@@ -185,7 +174,7 @@ impl PluginFactory for Factory {
             index: cx.consumers.shared(BasicIndex::build)?,
             instance: INSTANCES.fetch_add(1, Ordering::Relaxed),
             hide: c.hide_credentials,
-            cache_ttl: c.cache_ttl,
+            cache_ttl: c.cache_ttl.get(),
             anonymous: anonymous(&cx.consumers, c.anonymous.as_deref())?,
             challenge,
         })))
@@ -203,7 +192,7 @@ struct BasicAuth {
     /// Distinguishes this instance's cache entries from another config's.
     instance: u64,
     hide: bool,
-    cache_ttl: Duration,
+    cache_ttl: std::time::Duration,
     anonymous: Option<Arc<Consumer>>,
     challenge: HeaderValue,
 }
