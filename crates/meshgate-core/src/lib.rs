@@ -19,7 +19,7 @@ pub use consumers::{Consumer, Consumers, CredentialEntry};
 pub use context::{ClientCert, RequestCtx, ResponseInfo, RouteInfo};
 pub use error::{ErrorKind, json_error};
 pub use plugin::{Flow, Phases, Plugin};
-pub use registry::{BuildContext, Built, PluginConfigError, PluginFactory, Registry, parse_config};
+pub use registry::{BuildContext, Built, PluginConfigError, PluginFactory, PluginScope, Registry, parse_config};
 pub use secret::Secret;
 
 /// Re-exported so plugins implement the trait with the same macro version the proxy uses.

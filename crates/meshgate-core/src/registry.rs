@@ -45,6 +45,31 @@ pub enum Built {
 pub struct BuildContext {
     /// The declared consumers and their credentials.
     pub consumers: Arc<Consumers>,
+    /// Where the instance being built is attached.
+    pub scope: PluginScope,
+}
+
+/// Where a plugin instance is attached, for plugins whose state is per attachment (a rate limit
+/// set on a route counts that route's requests; set globally, all of them).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub enum PluginScope {
+    /// The top-level list without `route:` or `service:`.
+    #[default]
+    Global,
+    /// A service's routes.
+    Service(String),
+    /// One route.
+    Route(String),
+}
+
+impl fmt::Display for PluginScope {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            PluginScope::Global => f.write_str("global"),
+            PluginScope::Service(s) => write!(f, "service:{s}"),
+            PluginScope::Route(r) => write!(f, "route:{r}"),
+        }
+    }
 }
 
 impl fmt::Display for PluginConfigError {

@@ -7,6 +7,7 @@ pub mod auth;
 pub mod headers;
 #[cfg(test)]
 mod testing;
+pub mod traffic;
 
 use meshgate_core::Registry;
 
@@ -19,5 +20,6 @@ pub fn builtin() -> Registry {
     r.register(auth::key_auth::Factory);
     r.register(headers::request_id::Factory);
     r.register(headers::response_headers::Factory);
+    r.register(traffic::rate_limiting::Factory);
     r
 }

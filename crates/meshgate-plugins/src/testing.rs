@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 /// A build context with the given consumers.
 pub fn context(consumers: Consumers) -> BuildContext {
-    BuildContext { consumers: Arc::new(consumers) }
+    BuildContext { consumers: Arc::new(consumers), scope: Default::default() }
 }
 
 /// Builds a phase plugin with no consumers declared.

@@ -7,7 +7,7 @@ use crate::tls;
 use meshgate_balance::{ActiveConfig, Balancer, PassiveConfig, TargetRegistry, TargetSpec, TargetState};
 use meshgate_config::model::{Algorithm, Config, Health, Listener, PluginRef, Protocol, Service};
 use meshgate_config::{ConfigError, ConfigErrors, Document, HashOn, ServiceUrl, Source};
-use meshgate_core::{BuildContext, Consumer, Consumers, CredentialEntry, Registry, RouteInfo};
+use meshgate_core::{BuildContext, Consumer, Consumers, CredentialEntry, PluginScope, Registry, RouteInfo};
 use meshgate_router::{RouteSpec, Router};
 use rustls::pki_types::ServerName;
 use std::collections::HashMap;
@@ -112,9 +112,9 @@ pub struct TargetRt {
 pub fn compile(doc: &Document, registry: &Registry, targets: &TargetRegistry) -> Result<Snapshot, ConfigErrors> {
     let (config, source) = (&doc.config, &doc.source);
     let mut errors = Vec::new();
-    let cx = BuildContext { consumers: Arc::new(consumers(config, source, registry, &mut errors)) };
-    check_credentials(&cx, registry, source, &mut errors);
-    let plugins = Plugins::build(config, registry, source, &cx, &mut errors);
+    let consumers = Arc::new(consumers(config, source, registry, &mut errors));
+    check_credentials(&consumers, registry, source, &mut errors);
+    let plugins = Plugins::build(config, registry, source, &consumers, &mut errors);
     let listeners = listeners(&config.listeners, source, &mut errors);
 
     let mut services = HashMap::new();
@@ -203,11 +203,12 @@ fn consumers(config: &Config, source: &Source, registry: &Registry, errors: &mut
 }
 
 /// Lets each authentication plugin check every credential of its kind, used or not.
-fn check_credentials(cx: &BuildContext, registry: &Registry, source: &Source, errors: &mut Vec<ConfigError>) {
+fn check_credentials(consumers: &Arc<Consumers>, registry: &Registry, source: &Source, errors: &mut Vec<ConfigError>) {
+    let cx = BuildContext { consumers: consumers.clone(), scope: PluginScope::Global };
     // Only kinds owned by a registered plugin got this far (see `consumers`).
-    for kind in cx.consumers.credential_kinds() {
+    for kind in consumers.credential_kinds() {
         let Some(factory) = registry.get(kind) else { continue };
-        if let Err(e) = factory.check_credentials(cx) {
+        if let Err(e) = factory.check_credentials(&cx) {
             errors.push(chain::plugin_error(source, "", e));
         }
     }
@@ -225,37 +226,38 @@ impl Plugins {
         config: &Config,
         registry: &Registry,
         source: &Source,
-        cx: &BuildContext,
+        consumers: &Arc<Consumers>,
         errors: &mut Vec<ConfigError>,
     ) -> Plugins {
         let mut p = Plugins { global: Vec::new(), by_service: HashMap::new(), by_route: HashMap::new() };
-        let mut add = |entry: &PluginRef, field: String, scope: Scope<'_>| match chain::build(
-            registry, entry, source, &field, cx,
-        ) {
-            Ok(Some(inst)) => match scope {
-                Scope::Global => p.global.push(inst),
-                Scope::Service(s) => p.by_service.entry(s.to_owned()).or_default().push(inst),
-                Scope::Route(r) => p.by_route.entry(r.to_owned()).or_default().push(inst),
-            },
-            Ok(None) => {}
-            Err(e) => errors.push(e),
+        let mut add = |entry: &PluginRef, field: String, scope: PluginScope| {
+            let at = BuildContext { consumers: consumers.clone(), scope: scope.clone() };
+            match chain::build(registry, entry, source, &field, &at) {
+                Ok(Some(inst)) => match scope {
+                    PluginScope::Global => p.global.push(inst),
+                    PluginScope::Service(s) => p.by_service.entry(s).or_default().push(inst),
+                    PluginScope::Route(r) => p.by_route.entry(r).or_default().push(inst),
+                },
+                Ok(None) => {}
+                Err(e) => errors.push(e),
+            }
         };
         for (i, entry) in config.plugins.iter().enumerate() {
             let scope = match (&entry.route, &entry.service) {
-                (Some(r), _) => Scope::Route(r),
-                (None, Some(s)) => Scope::Service(s),
-                (None, None) => Scope::Global,
+                (Some(r), _) => PluginScope::Route(r.clone()),
+                (None, Some(s)) => PluginScope::Service(s.clone()),
+                (None, None) => PluginScope::Global,
             };
             add(entry, format!("plugins[{i}]"), scope);
         }
         for (i, s) in config.services.iter().enumerate() {
             for (j, entry) in s.plugins.iter().enumerate() {
-                add(entry, format!("services[{i}].plugins[{j}]"), Scope::Service(&s.name));
+                add(entry, format!("services[{i}].plugins[{j}]"), PluginScope::Service(s.name.clone()));
             }
         }
         for (i, r) in config.routes.iter().enumerate() {
             for (j, entry) in r.plugins.iter().enumerate() {
-                add(entry, format!("routes[{i}].plugins[{j}]"), Scope::Route(&r.name));
+                add(entry, format!("routes[{i}].plugins[{j}]"), PluginScope::Route(r.name.clone()));
             }
         }
         p
@@ -268,12 +270,6 @@ impl Plugins {
     fn of_route(&self, name: &str) -> &[Instance] {
         self.by_route.get(name).map_or(&[], Vec::as_slice)
     }
-}
-
-enum Scope<'a> {
-    Global,
-    Service(&'a str),
-    Route(&'a str),
 }
 
 fn listeners(list: &[Listener], source: &Source, errors: &mut Vec<ConfigError>) -> Vec<ListenerRt> {

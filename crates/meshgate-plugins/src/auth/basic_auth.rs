@@ -15,6 +15,7 @@ use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, Salt
 use base64::Engine;
 use http::HeaderValue;
 use http::header::AUTHORIZATION;
+use meshgate_config::units::Duration;
 use meshgate_core::{
     AuthOutcome, Authenticated, Authenticator, BuildContext, Built, Consumer, Consumers, PluginConfigError,
     PluginFactory, RequestCtx, Secret, async_trait, parse_config,
@@ -25,7 +26,6 @@ use std::cell::RefCell;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
-use meshgate_config::units::Duration;
 use std::time::Instant;
 
 /// Registers `basic-auth`.

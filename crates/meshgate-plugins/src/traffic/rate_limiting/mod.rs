@@ -1,0 +1,358 @@
+//! `rate-limiting`: at most N requests per second, minute, hour and/or day, counted per consumer,
+//! credential, client IP, route, service or header value, with fixed windows aligned to the
+//! clock (so every node agrees where a window starts).
+//!
+//! Two stores: `local` counts in this process (sharded map, no global lock); `redis` counts in a
+//! Redis shared by every gateway node, with one atomic script per request so the limit holds
+//! exactly across nodes. A request is admitted only when every window has room, and only admitted
+//! requests are counted. When Redis cannot be reached in `redis.timeout`, `on_store_error` says
+//! whether to admit or refuse (503); either way it is counted and logged.
+
+mod local;
+mod redis;
+
+use http::header::{HeaderName, HeaderValue, RETRY_AFTER};
+use http::{Response, StatusCode};
+use meshgate_config::units::Duration;
+use meshgate_core::{
+    BuildContext, Built, ErrorKind, Flow, Phases, Plugin, PluginConfigError, PluginFactory, RequestCtx, Secret,
+    async_trait, json_error, parse_config,
+};
+use serde::Deserialize;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+/// Registers `rate-limiting`.
+pub struct Factory;
+
+/// Requests refused with 429 since start (read by the metrics endpoint).
+pub static REJECTED: AtomicU64 = AtomicU64::new(0);
+/// Times the shared store could not be asked (Redis down or slow), since start.
+pub static STORE_ERRORS: AtomicU64 = AtomicU64::new(0);
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+struct Config {
+    second: Option<u64>,
+    minute: Option<u64>,
+    hour: Option<u64>,
+    day: Option<u64>,
+    /// Whose requests are counted together.
+    limit_by: LimitBy,
+    /// For `limit_by: header`.
+    header_name: Option<String>,
+    /// Where counts are kept.
+    policy: Policy,
+    /// For `policy: redis`.
+    redis: Option<RedisConfig>,
+    /// What to do when the store cannot be asked.
+    on_store_error: OnError,
+    /// Do not send `RateLimit-*` headers to clients.
+    hide_client_headers: bool,
+}
+
+#[derive(Deserialize, Default, Clone, Copy, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+enum LimitBy {
+    /// The authenticated consumer; the client IP for requests without one.
+    #[default]
+    Consumer,
+    /// The credential used; the client IP for requests without one.
+    Credential,
+    Ip,
+    Route,
+    Service,
+    /// The value of `header_name`; the client IP when the header is missing.
+    Header,
+}
+
+#[derive(Deserialize, Default, Clone, Copy, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+enum Policy {
+    #[default]
+    Local,
+    Redis,
+}
+
+#[derive(Deserialize, Default, Clone, Copy, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+enum OnError {
+    /// Admit the request (availability over exactness).
+    #[default]
+    Allow,
+    /// Refuse with 503.
+    Refuse,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RedisConfig {
+    /// `redis://[:password@]host:port[/db]`; may be a secret reference.
+    url: Secret,
+    /// How long a request may wait for Redis.
+    #[serde(default = "default_redis_timeout")]
+    timeout: Duration,
+    /// Prefix of the keys meshgate writes.
+    #[serde(default = "default_prefix")]
+    prefix: String,
+}
+
+fn default_redis_timeout() -> Duration {
+    Duration::from_millis(100)
+}
+fn default_prefix() -> String {
+    "meshgate:rl".to_owned()
+}
+
+/// One limit: at most `limit` requests per `seconds`.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Window {
+    pub(crate) name: &'static str,
+    pub(crate) seconds: u64,
+    pub(crate) limit: u64,
+}
+
+impl Window {
+    /// Which window `now` (seconds since the epoch) falls in.
+    pub(crate) fn index(&self, now: u64) -> u64 {
+        now / self.seconds
+    }
+    /// Seconds until the window containing `now` ends.
+    fn reset(&self, now: u64) -> u64 {
+        self.seconds - now % self.seconds
+    }
+}
+
+/// What the store said: admitted or not, and each window's count after the request.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) struct Verdict {
+    pub(crate) admitted: bool,
+    pub(crate) counts: Vec<u64>,
+}
+
+/// Where counts live.
+#[async_trait]
+pub(crate) trait Store: Send + Sync {
+    /// Counts one request for `key` when every window has room, atomically.
+    async fn hit(&self, key: &str, windows: &[Window], now: u64) -> Result<Verdict, String>;
+}
+
+impl PluginFactory for Factory {
+    fn name(&self) -> &'static str {
+        "rate-limiting"
+    }
+    fn priority(&self) -> i32 {
+        // After authentication and ACL (per-consumer limits need the consumer).
+        910
+    }
+    fn build(&self, config: &serde_json::Value, cx: &BuildContext) -> Result<Built, PluginConfigError> {
+        let c: Config = parse_config(config)?;
+        let windows: Vec<Window> = [("second", 1, c.second), ("minute", 60, c.minute), ("hour", 3600, c.hour)]
+            .into_iter()
+            .chain([("day", 86_400, c.day)])
+            .filter_map(|(name, seconds, limit)| limit.map(|limit| Window { name, seconds, limit }))
+            .collect();
+        if windows.is_empty() {
+            return Err(PluginConfigError::new("", "set at least one of second, minute, hour, day"));
+        }
+        if let Some(w) = windows.iter().find(|w| w.limit == 0) {
+            return Err(PluginConfigError::new(w.name, "a limit of 0 refuses everything; use a positive number"));
+        }
+        let header = match (c.limit_by, &c.header_name) {
+            (LimitBy::Header, None) => {
+                return Err(PluginConfigError::new("header_name", "limit_by: header needs header_name"));
+            }
+            (_, Some(h)) => Some(
+                HeaderName::try_from(h.as_str())
+                    .map_err(|_| PluginConfigError::new("header_name", "not a valid header name"))?,
+            ),
+            (_, None) => None,
+        };
+        let store: Arc<dyn Store> = match (c.policy, c.redis) {
+            (Policy::Local, _) => Arc::new(local::LocalStore::default()),
+            (Policy::Redis, None) => return Err(PluginConfigError::new("redis", "policy: redis needs redis.url")),
+            (Policy::Redis, Some(r)) => {
+                let url = r.url.resolve(&cx.consumers.base_dir).map_err(|m| PluginConfigError::new("redis.url", m))?;
+                Arc::new(
+                    redis::RedisStore::new(&url, r.timeout.get(), r.prefix)
+                        .map_err(|m| PluginConfigError::new("redis.url", m))?,
+                )
+            }
+        };
+        Ok(Built::Plugin(Arc::new(RateLimiting {
+            windows,
+            limit_by: c.limit_by,
+            header,
+            scope: cx.scope.to_string(),
+            store,
+            on_error: c.on_store_error,
+            hide_headers: c.hide_client_headers,
+        })))
+    }
+}
+
+struct RateLimiting {
+    windows: Vec<Window>,
+    limit_by: LimitBy,
+    header: Option<HeaderName>,
+    /// Where the plugin is attached: counts are per attachment (`route:orders`, `global`).
+    scope: String,
+    store: Arc<dyn Store>,
+    on_error: OnError,
+    hide_headers: bool,
+}
+
+/// `RateLimit-*` values computed on the way in, sent on the way out.
+#[derive(Clone)]
+struct Headers {
+    limit: HeaderValue,
+    remaining: HeaderValue,
+    reset: HeaderValue,
+}
+
+static RATELIMIT_LIMIT: HeaderName = HeaderName::from_static("ratelimit-limit");
+static RATELIMIT_REMAINING: HeaderName = HeaderName::from_static("ratelimit-remaining");
+static RATELIMIT_RESET: HeaderName = HeaderName::from_static("ratelimit-reset");
+
+impl RateLimiting {
+    /// Who this request is counted as: `scope|kind:value`.
+    fn key(&self, cx: &RequestCtx) -> String {
+        let ip = || format!("ip:{}", cx.client_addr.ip());
+        let id = match self.limit_by {
+            LimitBy::Consumer => cx.auth.as_ref().map_or_else(ip, |a| format!("consumer:{}", a.consumer.username)),
+            LimitBy::Credential => cx
+                .auth
+                .as_ref()
+                .and_then(|a| a.credential.as_ref())
+                .map_or_else(ip, |c| format!("credential:{}", String::from_utf8_lossy(c.as_bytes()))),
+            LimitBy::Ip => ip(),
+            LimitBy::Route => format!("route:{}", cx.route.as_ref().map_or("", |r| &r.name)),
+            LimitBy::Service => format!("service:{}", cx.route.as_ref().map_or("", |r| &r.service)),
+            LimitBy::Header => self
+                .header
+                .as_ref()
+                .and_then(|h| cx.request.headers.get(h))
+                .map_or_else(ip, |v| format!("header:{}", String::from_utf8_lossy(v.as_bytes()))),
+        };
+        format!("{}|{id}", self.scope)
+    }
+
+    /// The window closest to its limit decides what the client is told.
+    fn headers(&self, counts: &[u64], now: u64) -> (Headers, &Window) {
+        let (i, w) = self
+            .windows
+            .iter()
+            .enumerate()
+            .min_by_key(|(i, w)| w.limit.saturating_sub(counts[*i]))
+            .expect("at least one window");
+        let remaining = w.limit.saturating_sub(counts[i]);
+        let headers = Headers {
+            limit: HeaderValue::from(w.limit),
+            remaining: HeaderValue::from(remaining),
+            reset: HeaderValue::from(w.reset(now)),
+        };
+        (headers, w)
+    }
+}
+
+fn now_secs() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
+}
+
+#[async_trait]
+impl Plugin for RateLimiting {
+    fn phases(&self) -> Phases {
+        Phases::ON_REQUEST | Phases::ON_RESPONSE
+    }
+
+    async fn on_request(&self, cx: &mut RequestCtx) -> Flow {
+        let now = now_secs();
+        let key = self.key(cx);
+        let verdict = match self.store.hit(&key, &self.windows, now).await {
+            Ok(v) => v,
+            Err(e) => {
+                STORE_ERRORS.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(error = %e, "rate-limiting: store unavailable");
+                return match self.on_error {
+                    OnError::Allow => Flow::Continue,
+                    OnError::Refuse => Flow::Respond(ErrorKind::Unavailable.response("rate limit store unavailable")),
+                };
+            }
+        };
+        let (headers, window) = self.headers(&verdict.counts, now);
+        if verdict.admitted {
+            if !self.hide_headers {
+                cx.vars.insert(headers);
+            }
+            return Flow::Continue;
+        }
+        REJECTED.fetch_add(1, Ordering::Relaxed);
+        let msg = format!("rate limit exceeded: {} requests per {}", window.limit, window.name);
+        let mut resp: Response<_> = json_error(StatusCode::TOO_MANY_REQUESTS, "rate_limited", &msg);
+        resp.headers_mut().insert(RETRY_AFTER, headers.reset.clone());
+        if !self.hide_headers {
+            set_headers(resp.headers_mut(), headers);
+        }
+        Flow::Respond(resp)
+    }
+
+    async fn on_response(&self, cx: &mut RequestCtx, response: &mut http::response::Parts) {
+        if let Some(h) = cx.vars.remove::<Headers>() {
+            set_headers(&mut response.headers, h);
+        }
+    }
+}
+
+fn set_headers(map: &mut http::HeaderMap, h: Headers) {
+    map.insert(RATELIMIT_LIMIT.clone(), h.limit);
+    map.insert(RATELIMIT_REMAINING.clone(), h.remaining);
+    map.insert(RATELIMIT_RESET.clone(), h.reset);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testing::{plugin, request};
+    use serde_json::json;
+
+    async fn status(p: &Arc<dyn Plugin>, headers: &[(&str, &str)]) -> (u16, Option<String>) {
+        let mut cx = request("/", headers);
+        match p.on_request(&mut cx).await {
+            Flow::Continue => {
+                let (mut parts, ()) = http::Response::new(()).into_parts();
+                p.on_response(&mut cx, &mut parts).await;
+                (200, parts.headers.get("ratelimit-remaining").map(|v| v.to_str().unwrap().to_owned()))
+            }
+            Flow::Respond(r) => {
+                (r.status().as_u16(), r.headers().get("retry-after").map(|v| v.to_str().unwrap().into()))
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn local_windows_and_keys() {
+        // A day limit never resets during the test, so counts are exact whatever the clock does.
+        let p = plugin(&Factory, json!({"day": 3, "limit_by": "header", "header_name": "x-tenant"})).unwrap();
+        let a = [("x-tenant", "a")];
+        assert_eq!(status(&p, &a).await, (200, Some("2".into())));
+        assert_eq!(status(&p, &a).await, (200, Some("1".into())));
+        assert_eq!(status(&p, &a).await, (200, Some("0".into())));
+        let (code, retry) = status(&p, &a).await;
+        assert_eq!(code, 429);
+        assert!(retry.unwrap().parse::<u64>().unwrap() <= 86_400);
+        // Another tenant has its own count; no header falls back to the client IP.
+        assert_eq!(status(&p, &[("x-tenant", "b")]).await.0, 200);
+        assert_eq!(status(&p, &[]).await.0, 200);
+    }
+
+    #[test]
+    fn config_errors() {
+        let err = |v| plugin(&Factory, v).err().unwrap().to_string();
+        assert_eq!(err(json!({})), "set at least one of second, minute, hour, day");
+        assert_eq!(err(json!({"minute": 0})), "minute: a limit of 0 refuses everything; use a positive number");
+        assert_eq!(err(json!({"second": 1, "limit_by": "header"})), "header_name: limit_by: header needs header_name");
+        assert_eq!(err(json!({"second": 1, "policy": "redis"})), "redis: policy: redis needs redis.url");
+        assert!(err(json!({"second": 1, "limit_by": "planet"})).starts_with("limit_by: unknown variant `planet`"));
+    }
+}
