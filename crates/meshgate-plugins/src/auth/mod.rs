@@ -3,6 +3,7 @@
 
 pub mod key_auth;
 
+use http::uri::{PathAndQuery, Uri};
 use meshgate_core::{Consumer, Consumers, PluginConfigError};
 use std::sync::Arc;
 
@@ -13,4 +14,18 @@ pub(crate) fn anonymous(consumers: &Consumers, name: Option<&str>) -> Result<Opt
         Some(c) => Ok(Some(c.clone())),
         None => Err(PluginConfigError::new("anonymous", format!("no consumer is named {name:?}"))),
     }
+}
+
+/// `uri` without every `name=…` query parameter.
+pub(crate) fn without_param(uri: &Uri, name: &str) -> Uri {
+    let query: Vec<&str> = uri
+        .query()
+        .unwrap_or("")
+        .split('&')
+        .filter(|p| !p.is_empty() && p.split_once('=').map_or(*p, |(n, _)| n) != name)
+        .collect();
+    let pq = if query.is_empty() { uri.path().to_owned() } else { format!("{}?{}", uri.path(), query.join("&")) };
+    let mut parts = uri.clone().into_parts();
+    parts.path_and_query = PathAndQuery::try_from(pq).ok();
+    Uri::from_parts(parts).unwrap_or_else(|_| uri.clone())
 }
