@@ -14,6 +14,7 @@ use meshgate_core::Registry;
 pub fn builtin() -> Registry {
     let mut r = Registry::new();
     r.register(access::ip_restriction::Factory);
+    r.register(auth::jwt::Factory);
     r.register(auth::key_auth::Factory);
     r.register(headers::request_id::Factory);
     r.register(headers::response_headers::Factory);

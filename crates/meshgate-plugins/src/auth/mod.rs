@@ -1,6 +1,7 @@
 //! Authentication methods. Each is an [`Authenticator`](meshgate_core::Authenticator): a route
 //! with several of them accepts a caller that any one accepts (see `meshgate_core::auth`).
 
+pub mod jwt;
 pub mod key_auth;
 
 use http::uri::{PathAndQuery, Uri};
