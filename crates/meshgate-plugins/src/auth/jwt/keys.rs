@@ -109,9 +109,9 @@ impl KeySet {
         self.without_kid.iter()
     }
 
-    /// Every key, those without a `kid` first (for tokens that name none).
-    pub(super) fn all(&self) -> impl Iterator<Item = &Key> {
-        self.without_kid.iter().chain(self.by_kid.values())
+    /// Keys with a `kid` (tried for tokens that name none).
+    pub(super) fn with_kid(&self) -> impl Iterator<Item = &Key> {
+        self.by_kid.values()
     }
 
     /// How many keys there are.
@@ -121,7 +121,7 @@ impl KeySet {
 
     /// The algorithms the keys may verify, together.
     pub(super) fn algs(&self) -> Algs {
-        self.all().fold(Algs::default(), |a, k| a.union(k.algs))
+        self.without_kid().chain(self.with_kid()).fold(Algs::default(), |a, k| a.union(k.algs))
     }
 }
 

@@ -141,6 +141,9 @@ impl PluginFactory for Factory {
     }
     fn build(&self, config: &serde_json::Value, cx: &BuildContext) -> Result<Built, PluginConfigError> {
         let c: Config = parse_config(config)?;
+        // Explicitly, so that another crate enabling a second backend cannot leave the choice
+        // open (jsonwebtoken then panics on first use). Already installed is fine.
+        let _ = jsonwebtoken::crypto::rust_crypto::DEFAULT_PROVIDER.install_default();
         if c.keys.is_empty() && c.jwks_url.is_none() {
             return Err(PluginConfigError::new("keys", "give `keys`, `jwks_url` or both"));
         }
@@ -156,6 +159,9 @@ impl PluginFactory for Factory {
                 Some(Arc::new(jwks::Jwks::new(url, timing).map_err(|m| PluginConfigError::new("jwks_url", m))?))
             }
         };
+        if c.jwks_timeout.0.is_zero() {
+            return Err(PluginConfigError::new("jwks_timeout", "must be more than zero"));
+        }
         let allowed = match &c.algorithms {
             Some(list) => list.iter().fold(Algs::default(), |a, alg| a.union(Algs::of(*alg))),
             None => inline.algs().union(if jwks.is_some() { Algs::PUBLIC } else { Algs::default() }),
@@ -407,9 +413,8 @@ fn check_in(
         return Some(check(key, alg, token, validation));
     }
     let mut bad_signature = false;
-    let candidates: Box<dyn Iterator<Item = &Key>> =
-        if kid.is_some() { Box::new(set.without_kid()) } else { Box::new(set.all()) };
-    for key in candidates.filter(|k| k.algs.contains(alg)) {
+    let with_kid = kid.is_none().then(|| set.with_kid()).into_iter().flatten();
+    for key in set.without_kid().chain(with_kid).filter(|k| k.algs.contains(alg)) {
         match check(key, alg, token, validation) {
             Err("bad signature") => bad_signature = true,
             r => return Some(r),

@@ -357,6 +357,7 @@ fn config_errors_name_the_field() {
     );
     assert!(err(json!({"keys": [hs], "clock_skew": "soon"})).starts_with("clock_skew: invalid duration"));
     assert!(err(json!({"jwks_url": "ftp://idp/keys"})).starts_with("jwks_url:"));
+    assert_eq!(err(json!({"jwks_url": "https://idp/keys", "jwks_timeout": 0})), "jwks_timeout: must be more than zero");
     assert_eq!(
         err(json!({"keys": [hs], "claims_to_headers": {"email": "bad header"}})),
         "claims_to_headers.email: not a valid header name"
