@@ -16,12 +16,33 @@ use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
-use std::sync::Arc;
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 /// The largest JWKS document read; a provider's is a few KiB.
 const MAX_DOCUMENT: usize = 1 << 20;
+
+/// The JWKS endpoints of one config, so that routes naming the same endpoint (with the same
+/// timing) share its keys and its fetches. Kept in the config's shared indexes: a reload starts
+/// afresh.
+#[derive(Default)]
+pub(super) struct Shared(Mutex<HashMap<String, Arc<Jwks>>>);
+
+impl Shared {
+    /// The endpoint at `url` with `timing`, made on first use.
+    pub(super) fn get(&self, url: &str, timing: Timing) -> Result<Arc<Jwks>, String> {
+        let key = format!("{url} {:?} {:?} {:?}", timing.refresh, timing.min_refresh, timing.timeout);
+        let mut map = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(found) = map.get(&key) {
+            return Ok(found.clone());
+        }
+        let jwks = Arc::new(Jwks::new(url, timing)?);
+        map.insert(key, jwks.clone());
+        Ok(jwks)
+    }
+}
 
 /// When to fetch and how long to wait.
 pub(super) struct Timing {

@@ -1,10 +1,12 @@
 //! Tests of `jwt` with a JWKS endpoint: a real HTTP server on the loopback, counting its requests.
 
 use super::tests::{accepted, build, claims, keypair, rejected, rsa_pems, run, sign};
+use crate::testing::{authenticator, context};
 use base64::Engine;
 use bytes::Bytes;
 use jsonwebtoken::jwk::Jwk;
 use jsonwebtoken::{Algorithm, EncodingKey};
+use meshgate_core::Consumers;
 use serde_json::json;
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -135,6 +137,22 @@ async fn single_flight_and_the_refetch_floor() {
         assert_eq!(rejected(run(&*a, &t).await), "unknown kid");
     }
     assert_eq!(server.hits(), 1, "the floor holds");
+}
+
+#[tokio::test]
+async fn routes_share_an_endpoint() {
+    let (k1, jwk1) = es256("k1");
+    let server = Server::start(json!({"keys": [jwk1]})).await;
+    let cx = context(Consumers::default());
+    let route = |config| authenticator(&super::Factory, config, &cx).unwrap();
+    let (a, b) = (route(json!({"jwks_url": server.url()})), route(json!({"jwks_url": server.url(), "issuer": ["x"]})));
+    let other_timing = route(json!({"jwks_url": server.url(), "jwks_timeout": "2s"}));
+    let t = sign(Algorithm::ES256, &k1, Some("k1"), claims("b"));
+    accepted(run(&*a, &t).await);
+    assert_eq!(rejected(run(&*b, &t).await), "missing required claim", "verified with the shared keys");
+    assert_eq!(server.hits(), 1);
+    accepted(run(&*other_timing, &t).await);
+    assert_eq!(server.hits(), 2);
 }
 
 #[tokio::test]

@@ -156,7 +156,8 @@ impl PluginFactory for Factory {
                     min_refresh: c.jwks_min_refresh_interval.0,
                     timeout: c.jwks_timeout.0,
                 };
-                Some(Arc::new(jwks::Jwks::new(url, timing).map_err(|m| PluginConfigError::new("jwks_url", m))?))
+                let shared = cx.consumers.shared(|_| Ok::<_, PluginConfigError>(jwks::Shared::default()))?;
+                Some(shared.get(url, timing).map_err(|m| PluginConfigError::new("jwks_url", m))?)
             }
         };
         if c.jwks_timeout.0.is_zero() {
