@@ -17,6 +17,7 @@ pub fn builtin() -> Registry {
     r.register(access::acl::Factory);
     r.register(access::ip_restriction::Factory);
     r.register(auth::basic_auth::Factory);
+    r.register(auth::jwt::Factory);
     r.register(auth::key_auth::Factory);
     r.register(headers::request_id::Factory);
     r.register(headers::response_headers::Factory);

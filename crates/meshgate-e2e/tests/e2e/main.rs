@@ -8,6 +8,7 @@ mod errors;
 mod forwarding;
 mod health;
 mod http2;
+mod jwt;
 mod limits;
 mod plugins;
 mod pool;

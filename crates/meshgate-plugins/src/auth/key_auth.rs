@@ -5,10 +5,9 @@
 //! Keys are indexed by their SHA-256 digest, and the stored key is then compared in constant
 //! time, so response timing says nothing about how much of a guessed key was right.
 
-use super::{anonymous, credential_error, parse_credential};
+use super::{anonymous, credential_error, parse_credential, without_param};
 use http::HeaderValue;
 use http::header::HeaderName;
-use http::uri::{PathAndQuery, Uri};
 use meshgate_core::{
     AuthOutcome, Authenticated, Authenticator, BuildContext, Built, Consumer, Consumers, PluginConfigError,
     PluginFactory, RequestCtx, Secret, async_trait, parse_config,
@@ -172,20 +171,6 @@ impl KeyAuth {
             Found::Query(name) => cx.request.uri = without_param(&cx.request.uri, &name),
         }
     }
-}
-
-/// `uri` without every `name=…` query parameter.
-fn without_param(uri: &Uri, name: &str) -> Uri {
-    let query: Vec<&str> = uri
-        .query()
-        .unwrap_or("")
-        .split('&')
-        .filter(|p| !p.is_empty() && p.split_once('=').map_or(*p, |(n, _)| n) != name)
-        .collect();
-    let pq = if query.is_empty() { uri.path().to_owned() } else { format!("{}?{}", uri.path(), query.join("&")) };
-    let mut parts = uri.clone().into_parts();
-    parts.path_and_query = PathAndQuery::try_from(pq).ok();
-    Uri::from_parts(parts).unwrap_or_else(|_| uri.clone())
 }
 
 #[async_trait]

@@ -2,8 +2,10 @@
 //! with several of them accepts a caller that any one accepts (see `meshgate_core::auth`).
 
 pub mod basic_auth;
+pub mod jwt;
 pub mod key_auth;
 
+use http::uri::{PathAndQuery, Uri};
 use meshgate_core::{Consumer, Consumers, CredentialEntry, PluginConfigError, parse_config};
 use serde::de::DeserializeOwned;
 use std::sync::Arc;
@@ -27,4 +29,18 @@ pub(crate) fn anonymous(consumers: &Consumers, name: Option<&str>) -> Result<Opt
         Some(c) => Ok(Some(c.clone())),
         None => Err(PluginConfigError::new("anonymous", format!("no consumer is named {name:?}"))),
     }
+}
+
+/// `uri` without every `name=…` query parameter.
+pub(crate) fn without_param(uri: &Uri, name: &str) -> Uri {
+    let query: Vec<&str> = uri
+        .query()
+        .unwrap_or("")
+        .split('&')
+        .filter(|p| !p.is_empty() && p.split_once('=').map_or(*p, |(n, _)| n) != name)
+        .collect();
+    let pq = if query.is_empty() { uri.path().to_owned() } else { format!("{}?{}", uri.path(), query.join("&")) };
+    let mut parts = uri.clone().into_parts();
+    parts.path_and_query = PathAndQuery::try_from(pq).ok();
+    Uri::from_parts(parts).unwrap_or_else(|_| uri.clone())
 }
