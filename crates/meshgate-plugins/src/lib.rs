@@ -15,6 +15,7 @@ pub fn builtin() -> Registry {
     let mut r = Registry::new();
     r.register(access::ip_restriction::Factory);
     r.register(auth::key_auth::Factory);
+    r.register(auth::mtls_auth::Factory);
     r.register(headers::request_id::Factory);
     r.register(headers::response_headers::Factory);
     r
