@@ -8,6 +8,7 @@ mod forwarding;
 mod health;
 mod http2;
 mod limits;
+mod mtls;
 mod plugins;
 mod pool;
 mod reload;
