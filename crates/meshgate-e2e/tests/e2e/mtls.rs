@@ -3,7 +3,12 @@
 
 use meshgate_e2e::client::Conn;
 use meshgate_e2e::{LeafCert, Resp, TestGateway, TestPki, Upstream};
+use rustls::SignatureScheme;
+use rustls::client::ResolvesClientCert;
+use rustls::crypto::ring::default_provider as provider;
+use rustls::sign::CertifiedKey;
 use std::net::SocketAddr;
+use std::sync::Arc;
 
 /// The gateway's own certificate: the name clients connect to, signed by `server_ca`.
 const GW: &str = "gw.test";
@@ -159,4 +164,53 @@ async fn route_level_verification_and_identity() {
     // One connection, several routes: each route's verdict is its own.
     let rs = requests(addr, &server_ca, Some(&carol), b"h2", &["/two", "/one", "/two"]).await.unwrap();
     assert_eq!(rs.iter().map(|r| r.status.as_u16()).collect::<Vec<_>>(), [200, 401, 200]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn required_certificate_verified_by_the_route() {
+    let (server_ca, ca1, unknown) = (TestPki::new("server CA"), TestPki::new("CA one"), TestPki::new("unknown CA"));
+    let up = Upstream::http("up").await;
+    let routes = format!(
+        "  - {{name: one, service: s, paths: [\"/one\"], plugins: [{{name: mtls-auth, config: {{ca: \"{}\"}}}}]}}\n  \
+         - {{name: open, service: s, paths: [\"/open\"]}}",
+        ca1.ca_path().display()
+    );
+    // `client_auth: {}`: a certificate is required, and any will do at the handshake.
+    let gw = gateway(&server_ca, "{}", &up, &routes, "[]");
+    let addr = gw.addr();
+    let r = requests(addr, &server_ca, None, b"http/1.1", &["/open"]).await;
+    assert!(r.is_err(), "no certificate: the handshake must fail, got {:?}", r.map(|r| r[0].status));
+    let stranger = unknown.client("stranger");
+    assert_eq!(get(addr, &server_ca, Some(&stranger), "/open").await.status, 200, "any certificate connects");
+    get(addr, &server_ca, Some(&stranger), "/one").await.assert_error(401, "invalid_credentials");
+    let alice = ca1.client("alice");
+    let resp = get(addr, &server_ca, Some(&alice), "/one").await;
+    assert_eq!(resp.status, 200, "{}", resp.text());
+    assert_eq!(resp.seen_header("x-consumer-username").as_deref(), Some("alice"));
+
+    // Nothing is verified at the handshake except that the client holds the certificate's key:
+    // alice's certificate signed for with another key is refused.
+    let mut config = (*server_ca.client_config(&[b"http/1.1"])).clone();
+    config.client_auth_cert_resolver = Arc::new(Impostor(Arc::new(CertifiedKey::new(
+        vec![alice.der.clone()],
+        provider().key_provider.load_private_key(stranger.key()).unwrap(),
+    ))));
+    let r = async {
+        let mut conn = Conn::tls(addr, Arc::new(config), GW).await.map_err(|e| e.to_string())?;
+        conn.get("/open").await.map(|r| r.status).map_err(|e| e.to_string())
+    };
+    assert!(r.await.is_err(), "a certificate without its key must not connect");
+}
+
+/// Presents a certificate with whatever key it was given, checked or not.
+#[derive(Debug)]
+struct Impostor(Arc<CertifiedKey>);
+
+impl ResolvesClientCert for Impostor {
+    fn resolve(&self, _hints: &[&[u8]], _schemes: &[SignatureScheme]) -> Option<Arc<CertifiedKey>> {
+        Some(self.0.clone())
+    }
+    fn has_certs(&self) -> bool {
+        true
+    }
 }
