@@ -96,6 +96,26 @@ pub struct ListenerTls {
     /// Certificates chosen by SNI; the first is the default for clients that send no SNI or an
     /// unknown name.
     pub certificates: Vec<Certificate>,
+    /// Ask clients for a certificate (mutual TLS).
+    #[serde(default)]
+    pub client_auth: Option<ClientAuth>,
+}
+
+/// Client certificates on a TLS listener.
+///
+/// With `ca`, the handshake verifies the client's chain against it. Without, any certificate is
+/// taken as presented and left for routes to verify (the `mtls-auth` plugin's own `ca`), so one
+/// listener can serve routes that trust different CAs.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClientAuth {
+    /// PEM bundle of the CAs that issue client certificates.
+    #[serde(default)]
+    pub ca: Option<PathBuf>,
+    /// Refuse the handshake without a certificate. When false, clients without one connect and
+    /// routes decide.
+    #[serde(default = "yes")]
+    pub required: bool,
 }
 
 /// A certificate chain and its key, and the server names it serves.

@@ -3,7 +3,7 @@
 use crate::auth::Authenticated;
 use http::StatusCode;
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 /// The route a request matched, as plugins need to know it (for keys, logs, metrics).
@@ -15,13 +15,50 @@ pub struct RouteInfo {
     pub service: Arc<str>,
 }
 
-/// The client's TLS certificate chain, leaf first.
+/// The client's TLS certificate chain, leaf first. One per connection, shared by its requests.
+///
+/// Checking a chain (signatures, parsing, identity lookup) costs far more than the rest of a
+/// request, and the answer cannot change during a connection: the chain was fixed by the
+/// handshake. So each checker (an authentication plugin instance, named by a process-unique id)
+/// checks it once per connection and the verdict is kept here. The cache is small and bounded:
+/// a connection meets few checkers, and past [`ClientCert::MAX_VERDICTS`] the check just runs.
 #[derive(Debug)]
 pub struct ClientCert {
     /// DER certificates as the client sent them.
     pub chain: Vec<rustls_pki_types::CertificateDer<'static>>,
     /// Whether the listener verified the chain against its CA bundle during the handshake.
     pub verified: bool,
+    /// `(checker id, verdict)`, in the order the checkers first ran.
+    verdicts: Mutex<Vec<(u64, Verdict)>>,
+}
+
+/// What a checker made of a certificate: who it names, or why it is not accepted.
+pub type Verdict = Result<Authenticated, &'static str>;
+
+impl ClientCert {
+    /// Verdicts kept per connection; more checkers than this recompute theirs.
+    pub const MAX_VERDICTS: usize = 8;
+
+    /// A chain as received in the handshake; `verified` says whether the listener checked it
+    /// against a CA.
+    pub fn new(chain: Vec<rustls_pki_types::CertificateDer<'static>>, verified: bool) -> ClientCert {
+        ClientCert { chain, verified, verdicts: Mutex::new(Vec::new()) }
+    }
+
+    /// The verdict of checker `id` on this chain: computed by `check` the first time, then
+    /// remembered for the rest of the connection. `check` runs outside the lock.
+    pub fn verdict(&self, id: u64, check: impl FnOnce(&ClientCert) -> Verdict) -> Verdict {
+        let lock = || self.verdicts.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((_, v)) = lock().iter().find(|(k, _)| *k == id) {
+            return v.clone();
+        }
+        let v = check(self);
+        let mut verdicts = lock();
+        if verdicts.len() < Self::MAX_VERDICTS && !verdicts.iter().any(|(k, _)| *k == id) {
+            verdicts.push((id, v.clone()));
+        }
+        v
+    }
 }
 
 /// The response as sent to the client, known in the log phase.
@@ -76,5 +113,35 @@ impl RequestCtx {
             started: Instant::now(),
             vars: http::Extensions::new(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::consumers::Consumer;
+    use std::cell::Cell;
+
+    #[test]
+    fn verdicts_are_computed_once_per_checker() {
+        let cert = ClientCert::new(Vec::new(), false);
+        let runs = Cell::new(0);
+        let alice = Arc::new(Consumer::new("alice", None, vec![]));
+        let check = |_: &ClientCert| {
+            runs.set(runs.get() + 1);
+            Ok(Authenticated { consumer: alice.clone(), credential: None, anonymous: false })
+        };
+        for _ in 0..3 {
+            assert_eq!(&*cert.verdict(1, check).unwrap().consumer.username, "alice");
+        }
+        assert_eq!(runs.get(), 1);
+        assert_eq!(cert.verdict(2, |_| Err("expired")).unwrap_err(), "expired");
+        assert_eq!(cert.verdict(2, |_| unreachable!()).unwrap_err(), "expired");
+        // Past the bound, verdicts are computed every time rather than kept.
+        for id in 3..20 {
+            cert.verdict(id, check).unwrap();
+        }
+        cert.verdict(19, check).unwrap();
+        assert_eq!(runs.get(), 1 + 17 + 1);
     }
 }

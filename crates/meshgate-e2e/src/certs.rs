@@ -1,7 +1,9 @@
-//! Certificates made in the test: one CA and leaf certificates it signs, written as PEM files for
-//! the gateway's config, plus rustls configs for test clients and servers.
+//! Certificates made in the test: CAs and the server and client certificates they sign, written
+//! as PEM files for the gateway's config, plus rustls configs for test clients and servers.
 
-use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
+use rcgen::{
+    BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair, SanType, date_time_ymd,
+};
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 use rustls::{ClientConfig, RootCertStore, ServerConfig};
 use std::path::{Path, PathBuf};
@@ -57,10 +59,28 @@ impl TestPki {
 
     /// Issues a leaf certificate for `names` (DNS names, wildcards like `*.b.test`, or IPs).
     pub fn leaf(&self, names: &[&str]) -> LeafCert {
-        let n = self.serial.fetch_add(1, Ordering::Relaxed);
         let mut params =
             CertificateParams::new(names.iter().map(|s| s.to_string()).collect::<Vec<_>>()).expect("leaf params");
         params.distinguished_name.push(DnType::CommonName, names.first().copied().unwrap_or("leaf"));
+        self.issue(params)
+    }
+
+    /// Issues a client certificate (extended key usage `clientAuth`) with common name `cn` and
+    /// the e-mail address `<cn>@example.com` as subject alternative name.
+    pub fn client(&self, cn: &str) -> LeafCert {
+        self.issue(client_params(cn))
+    }
+
+    /// Like [`TestPki::client`], but valid only in 2001: long expired.
+    pub fn expired_client(&self, cn: &str) -> LeafCert {
+        let mut params = client_params(cn);
+        (params.not_before, params.not_after) = (date_time_ymd(2001, 1, 1), date_time_ymd(2002, 1, 1));
+        self.issue(params)
+    }
+
+    /// Signs a certificate made from `params` and writes it and its key as PEM files.
+    pub fn issue(&self, params: CertificateParams) -> LeafCert {
+        let n = self.serial.fetch_add(1, Ordering::Relaxed);
         let key = KeyPair::generate().expect("leaf key");
         let cert = params.signed_by(&key, &self.issuer).expect("sign leaf");
         let cert_path = self.dir.path().join(format!("leaf{n}.pem"));
@@ -82,12 +102,41 @@ impl TestPki {
         config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
         Arc::new(config)
     }
+
+    /// Like [`TestPki::client_config`], and presents `cert` when the server asks for a client
+    /// certificate (mutual TLS). `cert` may come from another CA.
+    pub fn client_config_with_cert(&self, alpn: &[&[u8]], cert: &LeafCert) -> Arc<ClientConfig> {
+        let mut roots = RootCertStore::empty();
+        roots.add(self.ca_der.clone()).expect("CA is a valid root");
+        let mut config = ClientConfig::builder_with_provider(provider())
+            .with_safe_default_protocol_versions()
+            .expect("protocol versions")
+            .with_root_certificates(roots)
+            .with_client_auth_cert(vec![cert.der.clone()], cert.key())
+            .expect("valid client certificate and key");
+        config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+        Arc::new(config)
+    }
+}
+
+fn client_params(cn: &str) -> CertificateParams {
+    let mut params = CertificateParams::new(Vec::<String>::new()).expect("client params");
+    params.distinguished_name.push(DnType::CommonName, cn);
+    let email = format!("{cn}@example.com").try_into().expect("an e-mail address is IA5");
+    params.subject_alt_names = vec![SanType::Rfc822Name(email)];
+    params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+    params
 }
 
 impl LeafCert {
+    /// The private key, for rustls.
+    pub fn key(&self) -> PrivateKeyDer<'static> {
+        PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(self.key_der.as_ref().clone()))
+    }
+
     /// A server config presenting this certificate, offering `alpn`.
     pub fn server_config(&self, alpn: &[&[u8]]) -> Arc<ServerConfig> {
-        let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(self.key_der.as_ref().clone()));
+        let key = self.key();
         let mut config = ServerConfig::builder_with_provider(provider())
             .with_safe_default_protocol_versions()
             .expect("protocol versions")

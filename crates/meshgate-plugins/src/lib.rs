@@ -19,6 +19,7 @@ pub fn builtin() -> Registry {
     r.register(auth::basic_auth::Factory);
     r.register(auth::jwt::Factory);
     r.register(auth::key_auth::Factory);
+    r.register(auth::mtls_auth::Factory);
     r.register(headers::request_id::Factory);
     r.register(headers::response_headers::Factory);
     r.register(traffic::rate_limiting::Factory);

@@ -11,7 +11,7 @@ use crate::tunnel;
 use http::header::{self, HeaderValue};
 use http::{Request, Response, StatusCode, Version};
 use hyper::body::Incoming;
-use meshgate_core::{ErrorKind, Flow, ProxyBody, RequestCtx, ResponseInfo};
+use meshgate_core::{ClientCert, ErrorKind, Flow, ProxyBody, RequestCtx, ResponseInfo};
 use meshgate_router::RequestView;
 use std::net::SocketAddr;
 use std::rc::Rc;
@@ -25,6 +25,8 @@ pub struct ConnCtx {
     pub peer: SocketAddr,
     /// Whether the client connection is TLS.
     pub tls: bool,
+    /// The certificate the client presented in the TLS handshake, for every request.
+    pub client_cert: Option<Arc<ClientCert>>,
     /// The connection's place in the limits; upgraded tunnels keep it.
     pub slot: Rc<ConnSlot>,
 }
@@ -41,6 +43,7 @@ pub async fn handle(
     let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
     let (parts, body) = req.into_parts();
     let mut cx = RequestCtx::new(parts, conn.peer, conn.tls);
+    cx.client_cert = conn.client_cert.clone();
 
     if let Some(resp) = limits::check_headers(&cx.request.headers, &snap.limits) {
         return finish(&snap, None, cx, resp).await;

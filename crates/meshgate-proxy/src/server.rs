@@ -15,6 +15,7 @@ use http::HeaderValue;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
+use meshgate_core::ClientCert;
 use std::cell::Cell;
 use std::convert::Infallible;
 use std::io;
@@ -166,19 +167,27 @@ async fn serve(tcp: TcpStream, peer: SocketAddr, port: HeaderValue, snap: Arc<Sn
     let limits = snap.limits.clone();
     let listener = &snap.listeners[slot.index];
     let activity = Arc::new(AtomicBool::new(true));
-    let (stream, h2_alpn) = match &listener.tls {
-        Some(config) => {
-            let acceptor = tokio_rustls::TlsAcceptor::from(config.clone());
+    let (stream, h2_alpn, client_cert) = match &listener.tls {
+        Some(tls) => {
+            let acceptor = tokio_rustls::TlsAcceptor::from(tls.config.clone());
             match tokio::time::timeout(limits.client_header_timeout, acceptor.accept(tcp)).await {
-                Ok(Ok(tls)) => {
-                    let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
-                    (ClientStream::Tls(Box::new(tls)), Some(h2))
+                Ok(Ok(stream)) => {
+                    let session = stream.get_ref().1;
+                    let h2 = session.alpn_protocol() == Some(b"h2");
+                    // Only connections that presented a certificate pay for a copy of it.
+                    let cert = session.peer_certificates().filter(|c| !c.is_empty()).map(|chain| {
+                        Arc::new(ClientCert::new(
+                            chain.iter().map(|c| c.clone().into_owned()).collect(),
+                            tls.verifies_clients,
+                        ))
+                    });
+                    (ClientStream::Tls(Box::new(stream)), Some(h2), cert)
                 }
                 Ok(Err(e)) => return tracing::debug!(%peer, error = %e, "TLS handshake failed"),
                 Err(_) => return tracing::debug!(%peer, "TLS handshake timed out"),
             }
         }
-        None => (ClientStream::Tcp(tcp), None),
+        None => (ClientStream::Tcp(tcp), None, None),
     };
     let conn = Rc::new(ConnCtx {
         info: ConnInfo {
@@ -188,6 +197,7 @@ async fn serve(tcp: TcpStream, peer: SocketAddr, port: HeaderValue, snap: Arc<Sn
         },
         peer,
         tls: h2_alpn.is_some(),
+        client_cert,
         slot,
     });
     let busy = Arc::new(AtomicUsize::new(0));

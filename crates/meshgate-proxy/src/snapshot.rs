@@ -53,7 +53,7 @@ pub struct Limits {
 pub struct ListenerRt {
     pub(crate) name: Arc<str>,
     pub(crate) address: std::net::SocketAddr,
-    pub(crate) tls: Option<Arc<rustls::ServerConfig>>,
+    pub(crate) tls: Option<tls::ListenerTlsRt>,
     pub(crate) http2: bool,
 }
 

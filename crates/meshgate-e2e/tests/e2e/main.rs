@@ -10,6 +10,7 @@ mod health;
 mod http2;
 mod jwt;
 mod limits;
+mod mtls;
 mod plugins;
 mod pool;
 mod reload;

@@ -4,6 +4,7 @@
 pub mod basic_auth;
 pub mod jwt;
 pub mod key_auth;
+pub mod mtls_auth;
 
 use http::uri::{PathAndQuery, Uri};
 use meshgate_core::{Consumer, Consumers, CredentialEntry, PluginConfigError, parse_config};
