@@ -9,7 +9,7 @@
 //! lookup. An unknown username costs the same hash as a wrong password: timing does not tell
 //! which usernames exist.
 
-use super::{anonymous, credential_error, parse_credential};
+use super::{anonymous, cache, credential_error, parse_credential};
 use argon2::Argon2;
 use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 use base64::Engine;
@@ -21,10 +21,8 @@ use meshgate_core::{
     PluginFactory, RequestCtx, Secret, async_trait, parse_config,
 };
 use serde::Deserialize;
-use sha2::{Digest, Sha256};
 use std::cell::RefCell;
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Instant;
 
@@ -169,10 +167,9 @@ impl PluginFactory for Factory {
         let challenge = format!("Basic realm=\"{}\", charset=\"UTF-8\"", c.realm.replace(['"', '\\'], ""));
         let challenge = HeaderValue::from_str(&challenge)
             .map_err(|_| PluginConfigError::new("realm", "not valid in a header (control characters?)"))?;
-        static INSTANCES: AtomicU64 = AtomicU64::new(0);
         Ok(Built::Authenticator(Arc::new(BasicAuth {
             index: cx.consumers.shared(BasicIndex::build)?,
-            instance: INSTANCES.fetch_add(1, Ordering::Relaxed),
+            instance: cache::instance_id(),
             hide: c.hide_credentials,
             cache_ttl: c.cache_ttl.get(),
             anonymous: anonymous(&cx.consumers, c.anonymous.as_deref())?,
@@ -197,25 +194,12 @@ struct BasicAuth {
     challenge: HeaderValue,
 }
 
-/// Verified headers per worker thread: digest → (username, valid until). Bounded: cleared when full.
-const CACHE_MAX: usize = 4096;
-type VerifiedCache = HashMap<[u8; 32], (Arc<str>, Instant)>;
 thread_local! {
-    static VERIFIED: RefCell<VerifiedCache> = RefCell::new(HashMap::new());
+    /// Verified `Authorization` headers of this worker thread, with the username they name.
+    static VERIFIED: RefCell<cache::Verified<Arc<str>>> = RefCell::new(cache::Verified::new());
 }
 
 impl BasicAuth {
-    /// A digest of the header under a per-process random salt, so that the cache never holds
-    /// anything a memory dump could turn back into a password cheaply.
-    fn cache_key(&self, header: &[u8]) -> [u8; 32] {
-        static SALT: OnceLock<[u8; 32]> = OnceLock::new();
-        let mut h = Sha256::new();
-        h.update(SALT.get_or_init(rand::random));
-        h.update(self.instance.to_le_bytes());
-        h.update(header);
-        h.finalize().into()
-    }
-
     fn accepted(&self, username: &str, cx: &mut RequestCtx) -> AuthOutcome {
         let Some(entry) = self.index.0.get(username) else { return AuthOutcome::Rejected("unknown user") };
         if self.hide {
@@ -258,9 +242,9 @@ impl Authenticator for BasicAuth {
         let Some(header) = cx.request.headers.get(AUTHORIZATION) else { return AuthOutcome::Missing };
         let Some(parsed) = basic_credentials(header) else { return AuthOutcome::Missing };
         let Ok((user, password)) = parsed else { return AuthOutcome::Rejected("malformed basic credentials") };
-        let key = self.cache_key(header.as_bytes());
+        let key = cache::key(self.instance, header.as_bytes());
         let now = Instant::now();
-        let cached = VERIFIED.with_borrow(|c| c.get(&key).filter(|(_, until)| *until > now).map(|(u, _)| u.clone()));
+        let cached = VERIFIED.with_borrow(|c| c.get(&key, now));
         if let Some(user) = cached {
             return self.accepted(&user, cx);
         }
@@ -271,12 +255,7 @@ impl Authenticator for BasicAuth {
             return AuthOutcome::Rejected("unknown user or wrong password");
         }
         if !self.cache_ttl.is_zero() {
-            VERIFIED.with_borrow_mut(|c| {
-                if c.len() >= CACHE_MAX {
-                    c.clear();
-                }
-                c.insert(key, (user.as_str().into(), now + self.cache_ttl));
-            });
+            VERIFIED.with_borrow_mut(|c| c.insert(key, user.as_str().into(), now + self.cache_ttl));
         }
         self.accepted(&user, cx)
     }

@@ -2,6 +2,7 @@
 //! with several of them accepts a caller that any one accepts (see `meshgate_core::auth`).
 
 pub mod basic_auth;
+mod cache;
 pub mod jwt;
 pub mod key_auth;
 pub mod mtls_auth;

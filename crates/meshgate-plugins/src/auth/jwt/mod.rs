@@ -15,45 +15,26 @@ mod keys;
 #[cfg(test)]
 mod tests;
 
-use super::{anonymous, without_param};
+use super::{anonymous, cache, without_param};
 use http::HeaderValue;
 use http::header::{COOKIE, HeaderName};
 use jsonwebtoken::{Algorithm, Header, Validation};
 use keys::{ALL, Algs, InlineKey, Key, KeySet};
+use meshgate_config::units::Duration;
 use meshgate_core::{
     AuthOutcome, Authenticated, Authenticator, BuildContext, Built, Consumer, Consumers, PluginConfigError,
     PluginFactory, RequestCtx, async_trait, parse_config,
 };
 use percent_encoding::percent_decode_str;
-use serde::{Deserialize, Deserializer};
+use serde::Deserialize;
 use serde_json::{Map, Value};
+use std::cell::RefCell;
 use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 /// Registers `jwt`.
 pub struct Factory;
-
-/// A duration written as `30s`, `10m`, `1h30m`, or a number of seconds.
-#[derive(Clone, Copy)]
-struct Dur(Duration);
-
-impl<'de> Deserialize<'de> for Dur {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Dur, D::Error> {
-        #[derive(Deserialize)]
-        #[serde(untagged)]
-        enum Raw {
-            Secs(u64),
-            Text(String),
-        }
-        match Raw::deserialize(d)? {
-            Raw::Secs(s) => Ok(Dur(Duration::from_secs(s))),
-            Raw::Text(t) => humantime::parse_duration(t.trim()).map(Dur).map_err(|e| {
-                serde::de::Error::custom(format!("invalid duration {t:?}: {e} (use e.g. \"30s\", \"10m\")"))
-            }),
-        }
-    }
-}
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -66,17 +47,17 @@ struct Config {
     /// `jwks_url` is set.
     algorithms: Option<Vec<Algorithm>>,
     /// JWKS keys older than this are refreshed in the background.
-    jwks_refresh_interval: Dur,
+    jwks_refresh_interval: Duration,
     /// At most one JWKS fetch per this long (tokens with unknown `kid`s ask for one).
-    jwks_min_refresh_interval: Dur,
+    jwks_min_refresh_interval: Duration,
     /// A JWKS fetch taking longer fails.
-    jwks_timeout: Dur,
+    jwks_timeout: Duration,
     /// When set, `iss` must be one of these.
     issuer: Vec<String>,
     /// When set, `aud` must hold one of these.
     audience: Vec<String>,
     /// Leeway for `exp` and `nbf`.
-    clock_skew: Dur,
+    clock_skew: Duration,
     /// Claims every token must have.
     required_claims: Vec<String>,
     /// The claim naming the caller.
@@ -98,6 +79,9 @@ struct Config {
     hide_credentials: bool,
     /// Consumer to let in when no credential is valid.
     anonymous: Option<String>,
+    /// How long a verified token is remembered (per worker thread, never past its `exp`), so
+    /// that a client's next requests skip the signature check; `0s` checks every time.
+    cache_ttl: Duration,
 }
 
 impl Default for Config {
@@ -106,12 +90,12 @@ impl Default for Config {
             keys: Vec::new(),
             jwks_url: None,
             algorithms: None,
-            jwks_refresh_interval: Dur(Duration::from_secs(600)),
-            jwks_min_refresh_interval: Dur(Duration::from_secs(30)),
-            jwks_timeout: Dur(Duration::from_secs(5)),
+            jwks_refresh_interval: Duration::from_secs(600),
+            jwks_min_refresh_interval: Duration::from_secs(30),
+            jwks_timeout: Duration::from_secs(5),
             issuer: Vec::new(),
             audience: Vec::new(),
-            clock_skew: Dur(Duration::from_secs(30)),
+            clock_skew: Duration::from_secs(30),
             required_claims: vec!["exp".to_owned()],
             consumer_claim: "sub".to_owned(),
             require_consumer: false,
@@ -122,6 +106,7 @@ impl Default for Config {
             cookie_names: Vec::new(),
             hide_credentials: false,
             anonymous: None,
+            cache_ttl: Duration::from_secs(60),
         }
     }
 }
@@ -131,6 +116,10 @@ const SPEC_CLAIMS: [&str; 5] = ["exp", "nbf", "aud", "iss", "sub"];
 
 /// The verified token's claims.
 type Claims = Map<String, Value>;
+
+/// A verified token: its claims, the `kid` of the key that verified it, and the JWKS key set that
+/// held the key (`None` for keys from the config).
+type Verified = (Claims, Option<HeaderValue>, Option<Arc<jwks::Fetched>>);
 
 impl PluginFactory for Factory {
     fn name(&self) -> &'static str {
@@ -152,15 +141,15 @@ impl PluginFactory for Factory {
             None => None,
             Some(url) => {
                 let timing = jwks::Timing {
-                    refresh: c.jwks_refresh_interval.0,
-                    min_refresh: c.jwks_min_refresh_interval.0,
-                    timeout: c.jwks_timeout.0,
+                    refresh: c.jwks_refresh_interval.get(),
+                    min_refresh: c.jwks_min_refresh_interval.get(),
+                    timeout: c.jwks_timeout.get(),
                 };
                 let shared = cx.consumers.shared(|_| Ok::<_, PluginConfigError>(jwks::Shared::default()))?;
                 Some(shared.get(url, timing).map_err(|m| PluginConfigError::new("jwks_url", m))?)
             }
         };
-        if c.jwks_timeout.0.is_zero() {
+        if c.jwks_timeout.get().is_zero() {
             return Err(PluginConfigError::new("jwks_timeout", "must be more than zero"));
         }
         let allowed = match &c.algorithms {
@@ -200,7 +189,7 @@ impl PluginFactory for Factory {
         let validations = ALL.map(|alg| {
             allowed.contains(alg).then(|| {
                 let mut v = Validation::new(alg);
-                v.leeway = c.clock_skew.0.as_secs();
+                v.leeway = c.clock_skew.get().as_secs();
                 v.validate_nbf = true;
                 v.required_spec_claims = spec.clone();
                 if !c.issuer.is_empty() {
@@ -230,6 +219,8 @@ impl PluginFactory for Factory {
             anonymous: anonymous(&cx.consumers, c.anonymous.as_deref())?,
             consumers: cx.consumers.clone(),
             challenge: HeaderValue::from_static("Bearer realm=\"meshgate\""),
+            instance: cache::instance_id(),
+            cache_ttl: c.cache_ttl.get(),
         })))
     }
 }
@@ -277,6 +268,46 @@ struct Jwt {
     consumers: Arc<Consumers>,
     /// `Bearer realm="meshgate"`.
     challenge: HeaderValue,
+    /// Keeps this instance's remembered tokens apart from other instances'.
+    instance: u64,
+    /// How long a verified token is remembered; zero: not at all.
+    cache_ttl: std::time::Duration,
+}
+
+/// What a verified token grants: the caller, and the headers its claims set.
+struct Grant {
+    consumer: Arc<Consumer>,
+    credential: Option<HeaderValue>,
+    headers: Vec<(HeaderName, HeaderValue)>,
+    /// The JWKS key set whose key verified the token: once the keys are fetched again, the token
+    /// is checked again (a key removed by rotation stops working at once).
+    keys: Option<Arc<jwks::Fetched>>,
+}
+
+impl Grant {
+    /// Whether the keys that verified the token are still the ones in use.
+    fn current(&self, jwks: Option<&Arc<jwks::Jwks>>) -> bool {
+        match (&self.keys, jwks) {
+            (Some(seen), Some(jwks)) => Arc::ptr_eq(seen, &jwks.current()),
+            _ => true,
+        }
+    }
+}
+
+thread_local! {
+    /// Verified tokens of this worker thread.
+    static VERIFIED: RefCell<cache::Verified<Arc<Grant>>> = RefCell::new(cache::Verified::new());
+}
+
+/// Until when a token verified at `now` may be remembered: `ttl` from now, but never past its
+/// `exp` (unix seconds). `None`: not at all (already past `exp`, within the clock skew).
+fn remember_until(now: Instant, now_unix: u64, exp: Option<u64>, ttl: std::time::Duration) -> Option<Instant> {
+    let ttl = match exp {
+        Some(exp) if exp <= now_unix => return None,
+        Some(exp) => ttl.min(std::time::Duration::from_secs(exp - now_unix)),
+        None => ttl,
+    };
+    (!ttl.is_zero()).then(|| now + ttl)
 }
 
 /// Where the token was found, so it can be hidden from the upstream.
@@ -370,12 +401,14 @@ impl Jwt {
         }
     }
 
-    /// The verified claims and the `kid` of the key that verified them.
-    async fn verify(&self, token: &str, header: &Header) -> Result<(Claims, Option<HeaderValue>), &'static str> {
+    /// The verified claims, the `kid` of the key that verified them, and the JWKS key set that
+    /// held that key (`None` for keys from the config).
+    async fn verify(&self, token: &str, header: &Header) -> Result<Verified, &'static str> {
         let validation = self.validations[keys::index(header.alg)].as_ref().ok_or("algorithm not allowed")?;
         let kid = header.kid.as_deref();
+        let from = |set: Option<Arc<jwks::Fetched>>| move |(claims, kid)| (claims, kid, set);
         if let Some(r) = check_in(&self.inline, kid, header.alg, token, validation) {
-            return r;
+            return r.map(from(None));
         }
         let unknown = if kid.is_some() { "unknown kid" } else { "no key for the token" };
         let Some(jwks) = &self.jwks else {
@@ -384,10 +417,10 @@ impl Jwt {
         };
         let seen = jwks.current();
         if let Some(r) = check_in(&seen.keys, kid, header.alg, token, validation) {
-            return r;
+            return r.map(from(Some(seen)));
         }
         let fresh = jwks.refetch(&seen).await;
-        check_in(&fresh.keys, kid, header.alg, token, validation).unwrap_or(Err(unknown))
+        check_in(&fresh.keys, kid, header.alg, token, validation).unwrap_or(Err(unknown)).map(from(Some(fresh)))
     }
 
     /// The groups named by `groups_claim`.
@@ -471,32 +504,60 @@ impl Authenticator for Jwt {
             cx.request.headers.remove(name);
         }
         let Some((token, found)) = self.locate(cx) else { return AuthOutcome::Missing };
-        // `alg: none` and unknown algorithms fail here: they are not `Algorithm`s.
-        let Ok(header) = jsonwebtoken::decode_header(&token) else { return AuthOutcome::Rejected("malformed token") };
-        let (claims, kid) = match self.verify(&token, &header).await {
-            Ok(verified) => verified,
-            Err(reason) => return AuthOutcome::Rejected(reason),
+        let now = Instant::now();
+        let key = (!self.cache_ttl.is_zero()).then(|| cache::key(self.instance, token.as_bytes()));
+        let cached = key.and_then(|k| VERIFIED.with_borrow(|c| c.get(&k, now)));
+        let grant = match cached.filter(|g| g.current(self.jwks.as_ref())) {
+            Some(grant) => grant,
+            None => match self.grant(&token).await {
+                Ok((grant, exp)) => {
+                    let now_unix = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+                    if let (Some(k), Some(until)) = (key, remember_until(now, now_unix, exp, self.cache_ttl)) {
+                        VERIFIED.with_borrow_mut(|c| c.insert(k, grant.clone(), until));
+                    }
+                    grant
+                }
+                Err(reason) => return AuthOutcome::Rejected(reason),
+            },
         };
-        if self.other_required.iter().any(|c| !claims.contains_key(c)) {
-            return AuthOutcome::Rejected("missing required claim");
-        }
-        let Some(name) = claims.get(&self.consumer_claim).and_then(Value::as_str).filter(|n| !n.is_empty()) else {
-            return AuthOutcome::Rejected("no consumer claim");
-        };
-        let consumer = match self.consumers.find(name) {
-            Some(c) => c.clone(),
-            None if self.require_consumer => return AuthOutcome::Rejected("unknown consumer"),
-            None => Arc::new(Consumer::new(name, None, self.groups(&claims))),
-        };
-        let iss = claims.get("iss").and_then(Value::as_str).and_then(|i| HeaderValue::from_str(i).ok());
-        for (claim, header) in &self.claim_headers {
-            if let Some(v) = claims.get(claim).and_then(header_value) {
-                cx.request.headers.insert(header.clone(), v);
-            }
+        for (name, value) in &grant.headers {
+            cx.request.headers.insert(name.clone(), value.clone());
         }
         if self.hide {
             self.hide(cx, found);
         }
-        AuthOutcome::Accepted(Authenticated { consumer, credential: iss.or(kid), anonymous: false })
+        AuthOutcome::Accepted(Authenticated {
+            consumer: grant.consumer.clone(),
+            credential: grant.credential.clone(),
+            anonymous: false,
+        })
+    }
+}
+
+impl Jwt {
+    /// Verifies `token` and works out what it grants, with its `exp`.
+    async fn grant(&self, token: &str) -> Result<(Arc<Grant>, Option<u64>), &'static str> {
+        // `alg: none` and unknown algorithms fail here: they are not `Algorithm`s.
+        let header = jsonwebtoken::decode_header(token).map_err(|_| "malformed token")?;
+        let (claims, kid, keys) = self.verify(token, &header).await?;
+        if self.other_required.iter().any(|c| !claims.contains_key(c)) {
+            return Err("missing required claim");
+        }
+        let Some(name) = claims.get(&self.consumer_claim).and_then(Value::as_str).filter(|n| !n.is_empty()) else {
+            return Err("no consumer claim");
+        };
+        let consumer = match self.consumers.find(name) {
+            Some(c) => c.clone(),
+            None if self.require_consumer => return Err("unknown consumer"),
+            None => Arc::new(Consumer::new(name, None, self.groups(&claims))),
+        };
+        let iss = claims.get("iss").and_then(Value::as_str).and_then(|i| HeaderValue::from_str(i).ok());
+        let headers = self
+            .claim_headers
+            .iter()
+            .filter_map(|(claim, header)| Some((header.clone(), claims.get(claim).and_then(header_value)?)))
+            .collect();
+        let exp = claims.get("exp").and_then(Value::as_u64);
+        Ok((Arc::new(Grant { consumer, credential: iss.or(kid), headers, keys }), exp))
     }
 }

@@ -377,3 +377,34 @@ fn config_errors_name_the_field() {
             .is_some()
     );
 }
+
+#[test]
+fn remembered_until_ttl_or_exp() {
+    let t = std::time::Instant::now();
+    let s = std::time::Duration::from_secs;
+    assert_eq!(remember_until(t, 1000, Some(1100), s(60)), Some(t + s(60)));
+    assert_eq!(remember_until(t, 1000, Some(1010), s(60)), Some(t + s(10)), "never past exp");
+    assert_eq!(remember_until(t, 1000, Some(1000), s(60)), None, "valid only within the clock skew");
+    assert_eq!(remember_until(t, 1000, None, s(60)), Some(t + s(60)));
+    assert_eq!(remember_until(t, 1000, None, s(0)), None);
+}
+
+#[tokio::test]
+async fn a_remembered_token_still_expires() {
+    let a = build(json!({"keys": [{"algorithm": "HS256", "secret": "0123456789abcdef0123456789abcdef"}],
+                         "clock_skew": "0s", "claims_to_headers": {"email": "x-email"}}));
+    let token = sign(
+        Algorithm::HS256,
+        &hs("0123456789abcdef0123456789abcdef"),
+        None,
+        json!({"sub": "alice", "email": "a@example.com", "exp": now() + 1}),
+    );
+    // Verified, then served from the cache with the same headers.
+    for _ in 0..2 {
+        let mut r = request("/", &[("authorization", &format!("Bearer {token}")), ("x-email", "spoof")]);
+        assert_eq!(&*accepted(a.authenticate(&mut r).await).consumer.username, "alice");
+        assert_eq!(r.request.headers["x-email"], "a@example.com");
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(2100)).await;
+    assert_eq!(rejected(run(a.as_ref(), &token).await), "token expired");
+}
