@@ -47,6 +47,7 @@ PORT_NGINX=18081
 PORT_MESHGATE=18082
 PORT_NGINX_H2=18083
 PORT_MESHGATE_BIG=18084
+PORT_MESHGATE_AUTH=18085
 
 # ~100-byte response body of the upstream (exactly 100 bytes).
 BODY="meshgate-bench-upstream-$(printf '%076d' 0)"
@@ -209,7 +210,7 @@ fi
 # Ports, temp dir, configs
 # ---------------------------------------------------------------------------------------------
 PORTS=("$PORT_UPSTREAM" "$PORT_NGINX" "$PORT_NGINX_H2")
-[[ $SKIP_MESHGATE == 1 ]] || PORTS+=("$PORT_MESHGATE" "$PORT_MESHGATE_BIG")
+[[ $SKIP_MESHGATE == 1 ]] || PORTS+=("$PORT_MESHGATE" "$PORT_MESHGATE_BIG" "$PORT_MESHGATE_AUTH")
 port_in_use() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 for p in "${PORTS[@]}"; do
     if port_in_use "$p"; then
@@ -242,7 +243,7 @@ nginx_temp_paths() { # $1 = instance dir: keep nginx out of /var/lib/nginx (work
     done
 }
 
-mkdir -p "$TMP/upstream" "$TMP/nginx" "$TMP/meshgate" "$TMP/meshgate-big"
+mkdir -p "$TMP/upstream" "$TMP/nginx" "$TMP/meshgate" "$TMP/meshgate-big" "$TMP/meshgate-auth"
 {
     nginx_conf_head "$TMP/upstream"
     cat <<EOF
@@ -308,6 +309,11 @@ EOF
 
 if [[ $SKIP_MESHGATE != 1 ]]; then
     bash "$BENCH/gen-config.sh" 10 "$PORT_MESHGATE" "$PORT_UPSTREAM" >"$TMP/meshgate/meshgate.yaml"
+    # A third instance: the small table plus two authenticated routes (bench/auth-config.sh:
+    # key-auth with 1,000 consumers, jwt RS256 with a key made here). Its catch-all `/`, sent the
+    # same credential headers, is the "same route without auth" that the auth routes compare with.
+    read -r BENCH_API_KEY BENCH_JWT < <(bash "$BENCH/auth-config.sh" "$TMP/meshgate-auth")
+    { bash "$BENCH/gen-config.sh" 10 "$PORT_MESHGATE_AUTH" "$PORT_UPSTREAM"; cat "$TMP/meshgate-auth/auth.yaml"; } >"$TMP/meshgate-auth/meshgate.yaml"
     bash "$BENCH/gen-config.sh" "$BIG_ROUTES" "$PORT_MESHGATE_BIG" "$PORT_UPSTREAM" >"$TMP/meshgate-big/meshgate.yaml"
 fi
 
@@ -347,14 +353,14 @@ wait_ready() { # name pid url [host] [timeout s]
     die "$name did not answer $url within ${timeout}s"
 }
 
-check_response() { # name url [host] : 200 and the upstream's body
-    local name=$1 url=$2 host=${3:-} out code body
+check_response() { # name url [header line, e.g. "Host: x"] : 200 and the upstream's body
+    local name=$1 url=$2 header=${3:-} out code body
     local hdr=()
-    [[ -n $host ]] && hdr=(-H "Host: $host")
+    [[ -n $header ]] && hdr=(-H "$header")
     out=$(curl -s --max-time 5 "${hdr[@]}" -w '\n%{http_code}' "$url") || die "$name: request to $url failed"
     code=${out##*$'\n'}
     body=${out%$'\n'*}
-    [[ $code == 200 && $body == "$BODY" ]] || die "$name: $url${host:+ (Host: $host)} answered $code with body '${body:0:200}', expected 200 and the upstream's ${#BODY}-byte body"
+    [[ $code == 200 && $body == "$BODY" ]] || die "$name: $url${header:+ ($header)} answered $code with body '${body:0:200}', expected 200 and the upstream's ${#BODY}-byte body"
 }
 
 check_h2() { # name url : h2c prior knowledge works
@@ -404,12 +410,21 @@ if [[ $SKIP_MESHGATE != 1 ]]; then
     MESHGATE_PID=$LAST_PID
     start_bg meshgate-big "$TMP/meshgate-big/meshgate.log" "$MESHGATE_BIN" run --config "$TMP/meshgate-big/meshgate.yaml"
     MESHGATE_BIG_PID=$LAST_PID
+    start_bg meshgate-auth "$TMP/meshgate-auth/meshgate.log" "$MESHGATE_BIN" run --config "$TMP/meshgate-auth/meshgate.yaml"
+    MESHGATE_AUTH_PID=$LAST_PID
     wait_ready meshgate "$MESHGATE_PID" "http://127.0.0.1:$PORT_MESHGATE/"
     wait_ready meshgate-big "$MESHGATE_BIG_PID" "http://127.0.0.1:$PORT_MESHGATE_BIG/" "" 120
     check_response meshgate "http://127.0.0.1:$PORT_MESHGATE/"
-    check_response meshgate "http://127.0.0.1:$PORT_MESHGATE/svc3/x" svc3.example.com
+    check_response meshgate "http://127.0.0.1:$PORT_MESHGATE/svc3/x" "Host: svc3.example.com"
+    wait_ready meshgate-auth "$MESHGATE_AUTH_PID" "http://127.0.0.1:$PORT_MESHGATE_AUTH/"
+    check_response meshgate-key-auth "http://127.0.0.1:$PORT_MESHGATE_AUTH/key" "apikey: $BENCH_API_KEY"
+    check_response meshgate-jwt "http://127.0.0.1:$PORT_MESHGATE_AUTH/jwt" "Authorization: Bearer $BENCH_JWT"
+    for path in key jwt; do
+        code=$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$PORT_MESHGATE_AUTH/$path")
+        [[ $code == 401 ]] || die "meshgate-auth: /$path without credentials answered $code, expected 401"
+    done
     check_response meshgate-10k "http://127.0.0.1:$PORT_MESHGATE_BIG/"
-    check_response meshgate-10k "http://127.0.0.1:$PORT_MESHGATE_BIG$MID_PATH" "$MID_HOST"
+    check_response meshgate-10k "http://127.0.0.1:$PORT_MESHGATE_BIG$MID_PATH" "Host: $MID_HOST"
     check_response meshgate-10k "http://127.0.0.1:$PORT_MESHGATE_BIG/api$((MID - MID % 10))/x"
     check_h2 meshgate-h2 "http://127.0.0.1:$PORT_MESHGATE/"
     # Idle RSS: started, the checks above served, 1 s to settle (config loading's transient
@@ -417,12 +432,13 @@ if [[ $SKIP_MESHGATE != 1 ]]; then
     sleep 1
     IDLE_RSS[meshgate]=$(rss_kb "$MESHGATE_PID" VmRSS)
     IDLE_RSS[meshgate-10k]=$(rss_kb "$MESHGATE_BIG_PID" VmRSS)
+    IDLE_RSS[meshgate-auth]=$(rss_kb "$MESHGATE_AUTH_PID" VmRSS)
 fi
 
 # ---------------------------------------------------------------------------------------------
 # 7. Measurements
 # ---------------------------------------------------------------------------------------------
-# Targets: name|tool|url|host header|pid whose CPU/RSS is measured|idle-RSS key
+# Targets: name|tool|url|extra header line|pid whose CPU/RSS is measured|idle-RSS key
 TARGETS=(
     "direct|wrk|http://127.0.0.1:$PORT_UPSTREAM/||$UPSTREAM_PID|"
     "nginx|wrk|http://127.0.0.1:$PORT_NGINX/||$NGINX_PID|nginx"
@@ -431,7 +447,11 @@ if [[ $SKIP_MESHGATE != 1 ]]; then
     TARGETS+=(
         "meshgate|wrk|http://127.0.0.1:$PORT_MESHGATE/||$MESHGATE_PID|meshgate"
         "meshgate-10k|wrk|http://127.0.0.1:$PORT_MESHGATE_BIG/||$MESHGATE_BIG_PID|meshgate-10k"
-        "meshgate-10k-mid|wrk|http://127.0.0.1:$PORT_MESHGATE_BIG$MID_PATH|$MID_HOST|$MESHGATE_BIG_PID|meshgate-10k"
+        "meshgate-10k-mid|wrk|http://127.0.0.1:$PORT_MESHGATE_BIG$MID_PATH|Host: $MID_HOST|$MESHGATE_BIG_PID|meshgate-10k"
+        "meshgate-noauth-key|wrk|http://127.0.0.1:$PORT_MESHGATE_AUTH/|apikey: $BENCH_API_KEY|$MESHGATE_AUTH_PID|meshgate-auth"
+        "meshgate-key-auth|wrk|http://127.0.0.1:$PORT_MESHGATE_AUTH/key|apikey: $BENCH_API_KEY|$MESHGATE_AUTH_PID|meshgate-auth"
+        "meshgate-noauth-jwt|wrk|http://127.0.0.1:$PORT_MESHGATE_AUTH/|Authorization: Bearer $BENCH_JWT|$MESHGATE_AUTH_PID|meshgate-auth"
+        "meshgate-jwt|wrk|http://127.0.0.1:$PORT_MESHGATE_AUTH/jwt|Authorization: Bearer $BENCH_JWT|$MESHGATE_AUTH_PID|meshgate-auth"
     )
 fi
 TARGETS+=("nginx-h2|h2load|http://127.0.0.1:$PORT_NGINX_H2/||$NGINX_PID|nginx")
@@ -483,14 +503,14 @@ parse_h2load() {
 record_cmd() { grep -qxF -- "$1" "$COMMANDS" || echo "$1" >>"$COMMANDS"; }
 
 
-measure() { # round "name|tool|url|host|pid|rsskey"
-    local round=$1 name tool url host pid rsskey
-    IFS='|' read -r name tool url host pid rsskey <<<"$2"
+measure() { # round "name|tool|url|header line|pid|rsskey"
+    local round=$1 name tool url header pid rsskey
+    IFS='|' read -r name tool url header pid rsskey <<<"$2"
     local raw=$TMP/raw/$name.r$round.txt reqlog=$TMP/raw/$name.r$round.h2log
     local hdr=() warm=() run=()
     mkdir -p "$TMP/raw"
     if [[ $tool == wrk ]]; then
-        [[ -n $host ]] && hdr=(-H "Host: $host")
+        [[ -n $header ]] && hdr=(-H "$header")
         warm=(wrk -t1 -c"$CONNS" -d"${WARMUP}s" "${hdr[@]}" "$url")
         run=(wrk -t1 -c"$CONNS" -d"${DURATION}s" --latency "${hdr[@]}" "$url")
     else
@@ -499,7 +519,7 @@ measure() { # round "name|tool|url|host|pid|rsskey"
     fi
     local shown="${PIN_CLIENT[*]}${PIN_CLIENT[*]:+ }${run[*]}"
     shown=${shown//$reqlog/REQUEST_LOG}
-    [[ -n $host ]] && shown=${shown//"Host: $host"/"'Host: $host'"}
+    [[ -n $header ]] && shown=${shown//"$header"/"'$header'"}
     record_cmd "$name: $shown"
     log "round $round/$ROUNDS: $name (${WARMUP}s warm-up + ${DURATION}s)"
     if ((WARMUP > 0)); then
@@ -592,6 +612,10 @@ describe() {
     meshgate) echo "meshgate, 10 routes (catch-all \`/\`)" ;;
     meshgate-10k) echo "meshgate, $BIG_ROUTES routes (catch-all \`/\`)" ;;
     meshgate-10k-mid) echo "meshgate, $BIG_ROUTES routes (mid-table \`$MID_HOST$MID_PATH\`)" ;;
+    meshgate-noauth-key) echo "meshgate + auth routes, \`/\` without auth, sent an \`apikey\` header" ;;
+    meshgate-key-auth) echo "meshgate + auth routes, \`/key\` with key-auth (1,000 consumers)" ;;
+    meshgate-noauth-jwt) echo "meshgate + auth routes, \`/\` without auth, sent the RS256 token" ;;
+    meshgate-jwt) echo "meshgate + auth routes, \`/jwt\` with jwt (RS256)" ;;
     nginx-h2) echo "nginx $NGINX_VERSION, h2c client side" ;;
     meshgate-h2) echo "meshgate, 10 routes, h2c client side" ;;
     esac
@@ -645,6 +669,12 @@ ratios() {
     fi
     if has meshgate-10k-mid && has meshgate; then
         echo "- $BIG_ROUTES routes mid-table / 10 routes catch-all: req/s $(ratio "${MED_RPS[meshgate-10k-mid]}" "${MED_RPS[meshgate]}"), proxy CPU µs/req $(ratio "${MED_CPU[meshgate-10k-mid]}" "${MED_CPU[meshgate]}")"
+    fi
+    if has meshgate-key-auth && has meshgate-noauth-key; then
+        echo "- key-auth / same request to a route without auth: req/s $(ratio "${MED_RPS[meshgate-key-auth]}" "${MED_RPS[meshgate-noauth-key]}"), proxy CPU µs/req $(ratio "${MED_CPU[meshgate-key-auth]}" "${MED_CPU[meshgate-noauth-key]}")"
+    fi
+    if has meshgate-jwt && has meshgate-noauth-jwt; then
+        echo "- jwt RS256 / same request to a route without auth: req/s $(ratio "${MED_RPS[meshgate-jwt]}" "${MED_RPS[meshgate-noauth-jwt]}"), proxy CPU µs/req $(ratio "${MED_CPU[meshgate-jwt]}" "${MED_CPU[meshgate-noauth-jwt]}")"
     fi
     if has nginx && has direct; then
         echo "- nginx / direct, HTTP/1.1: req/s $(ratio "${MED_RPS[nginx]}" "${MED_RPS[direct]}")"
@@ -732,7 +762,11 @@ is 500 (50 connections × 10 streams in flight; with 64 it would open and close 
 connections all the time). meshgate's 10-route table has a catch-all `/` plus 9
 `hosts`+`paths` routes; the big table is `bench/gen-config.sh 10000 …` (catch-all, 999 hostless
 `/apiN` prefix routes, 9000 `svcN.example.com` + `/svcN` routes). Its runs hit the catch-all (no
-host route matches) and, separately, route N/2+1 in the middle of the file.
+host route matches) and, separately, route N/2+1 in the middle of the file. A third meshgate
+instance has the 10-route table plus `/key` (key-auth, 1,000 consumers) and `/jwt` (jwt, RS256
+key from the config, `iss`/`aud` checked, `sub` naming a declared consumer); each is compared with
+the same request (same credential header) sent to that instance's catch-all route, which has no
+authentication, so the ratio is the plugin's cost alone.
 EOF
     echo
     echo "## Run"
@@ -765,6 +799,7 @@ EOF
     sed "s#$TMP#\$TMP#g" "$TMP/server-commands.txt"
     if [[ $SKIP_MESHGATE != 1 ]]; then
         echo "# configs: bench/gen-config.sh 10 $PORT_MESHGATE $PORT_UPSTREAM > \$TMP/meshgate/meshgate.yaml"
+        echo "#          { bench/gen-config.sh 10 $PORT_MESHGATE_AUTH $PORT_UPSTREAM; bench/auth-config.sh \$TMP/meshgate-auth >/dev/null; cat \$TMP/meshgate-auth/auth.yaml; } > \$TMP/meshgate-auth/meshgate.yaml"
         echo "#          bench/gen-config.sh $BIG_ROUTES $PORT_MESHGATE_BIG $PORT_UPSTREAM > \$TMP/meshgate-big/meshgate.yaml"
     fi
     echo '```'

@@ -1,0 +1,52 @@
+#!/usr/bin/env bash
+# Writes DIR/auth.yaml: two authenticated bench routes to append to a gen-config.sh config (it
+# continues its `routes:` list), with 1,000 key-auth consumers and an RS256 key pair made here
+# with openssl. Prints "API_KEY JWT": a valid key and a signed token (valid for a day) to send.
+#
+#   bench/auth-config.sh DIR
+set -euo pipefail
+
+[[ $# -eq 1 && -d $1 ]] || {
+    echo "usage: $0 DIR (an existing directory)" >&2
+    exit 2
+}
+dir=$1
+command -v openssl >/dev/null || {
+    echo "$0: openssl is needed to make the JWT key pair" >&2
+    exit 1
+}
+
+openssl genpkey -algorithm RSA -pkeyopt rsa_keygen_bits:2048 -out "$dir/jwt-private.pem" 2>/dev/null
+openssl pkey -in "$dir/jwt-private.pem" -pubout -out "$dir/jwt-public.pem"
+
+b64url() { openssl base64 -A | tr '+/' '-_' | tr -d '='; }
+now=$(date +%s)
+header=$(printf '{"alg":"RS256","typ":"JWT","kid":"bench"}' | b64url)
+payload=$(printf '{"sub":"bench-user-7","iss":"bench","aud":"meshgate-bench","iat":%d,"exp":%d}' "$now" $((now + 86400)) | b64url)
+signature=$(printf '%s.%s' "$header" "$payload" | openssl dgst -sha256 -sign "$dir/jwt-private.pem" -binary | b64url)
+jwt="$header.$payload.$signature"
+
+{
+    cat <<'YAML'
+  - name: key-auth
+    service: upstream
+    paths: ["/key"]
+    plugins: [{ name: key-auth }]
+  - name: jwt
+    service: upstream
+    paths: ["/jwt"]
+    plugins:
+      - name: jwt
+        config:
+          keys: [{ kid: bench, algorithm: RS256, public_key: { file: jwt-public.pem } }]
+          issuer: [bench]
+          audience: [meshgate-bench]
+consumers:
+YAML
+    awk 'BEGIN {
+        for (i = 0; i < 1000; i++)
+            printf "  - { username: bench-user-%d, credentials: { key-auth: [{ key: bench-key-%04d-0123456789abcdef }] } }\n", i, i
+    }'
+} >"$dir/auth.yaml"
+
+echo "bench-key-0777-0123456789abcdef $jwt"
