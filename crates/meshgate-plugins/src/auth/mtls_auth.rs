@@ -16,7 +16,7 @@
 //! RFC 8120's password scheme), so the 401 challenge is `ClientCert realm="meshgate"`: it tells a
 //! reader what is missing and no client mistakes it for a scheme it could answer.
 
-use super::anonymous;
+use super::{anonymous, cache};
 use http::HeaderValue;
 use meshgate_core::{
     AuthOutcome, Authenticated, Authenticator, BuildContext, Built, ClientCert, Consumer, Consumers, PluginConfigError,
@@ -30,7 +30,6 @@ use serde::Deserialize;
 use sha2::{Digest, Sha256};
 use std::path::Path;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use x509_parser::certificate::X509Certificate;
 use x509_parser::extensions::GeneralName;
 
@@ -102,10 +101,6 @@ impl Identity {
     }
 }
 
-/// Process-unique ids of the built instances: the key of their verdicts in a [`ClientCert`].
-/// A reload builds new instances, so a changed `ca` applies to open connections too.
-static NEXT_ID: AtomicU64 = AtomicU64::new(1);
-
 impl PluginFactory for Factory {
     fn name(&self) -> &'static str {
         "mtls-auth"
@@ -120,7 +115,9 @@ impl PluginFactory for Factory {
             None => None,
         };
         Ok(Built::Authenticator(Arc::new(MtlsAuth {
-            id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
+            // The key of this instance's verdicts in a [`ClientCert`]. A reload builds new
+            // instances, so a changed `ca` applies to open connections too.
+            id: cache::instance_id(),
             verifier,
             identity: c.identity,
             require_consumer: c.require_consumer,
