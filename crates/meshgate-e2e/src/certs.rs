@@ -92,28 +92,26 @@ impl TestPki {
 
     /// A client config that trusts only this CA and offers `alpn` (e.g. `[b"h2"]`).
     pub fn client_config(&self, alpn: &[&[u8]]) -> Arc<ClientConfig> {
-        let mut roots = RootCertStore::empty();
-        roots.add(self.ca_der.clone()).expect("CA is a valid root");
-        let mut config = ClientConfig::builder_with_provider(provider())
-            .with_safe_default_protocol_versions()
-            .expect("protocol versions")
-            .with_root_certificates(roots)
-            .with_no_client_auth();
-        config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
-        Arc::new(config)
+        self.client_config_for(alpn, None)
     }
 
     /// Like [`TestPki::client_config`], and presents `cert` when the server asks for a client
     /// certificate (mutual TLS). `cert` may come from another CA.
     pub fn client_config_with_cert(&self, alpn: &[&[u8]], cert: &LeafCert) -> Arc<ClientConfig> {
+        self.client_config_for(alpn, Some(cert))
+    }
+
+    fn client_config_for(&self, alpn: &[&[u8]], cert: Option<&LeafCert>) -> Arc<ClientConfig> {
         let mut roots = RootCertStore::empty();
         roots.add(self.ca_der.clone()).expect("CA is a valid root");
-        let mut config = ClientConfig::builder_with_provider(provider())
+        let builder = ClientConfig::builder_with_provider(provider())
             .with_safe_default_protocol_versions()
             .expect("protocol versions")
-            .with_root_certificates(roots)
-            .with_client_auth_cert(vec![cert.der.clone()], cert.key())
-            .expect("valid client certificate and key");
+            .with_root_certificates(roots);
+        let mut config = match cert {
+            Some(c) => builder.with_client_auth_cert(vec![c.der.clone()], c.key()).expect("valid client cert and key"),
+            None => builder.with_no_client_auth(),
+        };
         config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
         Arc::new(config)
     }
