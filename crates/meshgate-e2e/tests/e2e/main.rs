@@ -13,6 +13,7 @@ mod limits;
 mod mtls;
 mod plugins;
 mod pool;
+mod rate_limit;
 mod reload;
 mod routing;
 mod tls;

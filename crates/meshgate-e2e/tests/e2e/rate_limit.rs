@@ -1,0 +1,102 @@
+//! `rate-limiting` through the whole gateway: windows and headers, counting per consumer, and a
+//! Redis store that goes away and comes back.
+
+use meshgate_e2e::client;
+use meshgate_e2e::redis::TestRedis;
+use meshgate_e2e::{TestGateway, Upstream, config};
+use meshgate_plugins::traffic::rate_limiting::STORE_ERRORS;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn local_limits_per_consumer_with_headers() {
+    let up = Upstream::http("up").await;
+    let gw = TestGateway::start(&config(&format!(
+        r#"
+services: [{{name: s, url: "http://{a}"}}]
+routes:
+  - name: limited
+    service: s
+    paths: ["/limited"]
+    plugins:
+      - {{name: key-auth, config: {{anonymous: guest}}}}
+      - {{name: rate-limiting, config: {{hour: 3, day: 100, limit_by: consumer}}}}
+  - {{name: free, service: s, paths: ["/free"]}}
+consumers:
+  - {{username: alice, credentials: {{key-auth: [{{key: ka}}]}}}}
+  - {{username: bob, credentials: {{key-auth: [{{key: kb}}]}}}}
+  - {{username: guest}}
+"#,
+        a = up.addr()
+    )));
+    let addr = gw.addr();
+    for remaining in ["2", "1", "0"] {
+        let resp = client::get_with(addr, "/limited", &[("apikey", "ka")]).await;
+        assert_eq!(resp.status, 200);
+        assert_eq!(resp.header("ratelimit-limit"), Some("3"));
+        assert_eq!(resp.header("ratelimit-remaining"), Some(remaining));
+        let reset: u64 = resp.header("ratelimit-reset").unwrap().parse().unwrap();
+        assert!((1..=3600).contains(&reset), "{reset}");
+    }
+    let resp = client::get_with(addr, "/limited", &[("apikey", "ka")]).await;
+    resp.assert_error(429, "rate_limited");
+    let retry: u64 = resp.header("retry-after").unwrap().parse().unwrap();
+    assert!((1..=3600).contains(&retry));
+    assert_eq!(up.hits(), 3, "refused requests never reach the upstream");
+    // Bob has his own count; the anonymous guest too; a route without the plugin is unlimited.
+    assert_eq!(client::get_with(addr, "/limited", &[("apikey", "kb")]).await.status, 200);
+    assert_eq!(client::get(addr, "/limited").await.status, 200);
+    for _ in 0..5 {
+        assert_eq!(client::get(addr, "/free").await.status, 200);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_down_then_back() {
+    let mut redis = TestRedis::start();
+    let up = Upstream::http("up").await;
+    let prefix = format!("e2e-{}", std::process::id());
+    let gw = TestGateway::start(&config(&format!(
+        r#"
+services: [{{name: s, url: "http://{a}"}}]
+routes:
+  - name: fail-open
+    service: s
+    paths: ["/open"]
+    plugins:
+      - name: rate-limiting
+        config: {{day: 1000, limit_by: ip, policy: redis, redis: {{url: "{url}", timeout: 200ms, prefix: {prefix}}}}}
+  - name: fail-closed
+    service: s
+    paths: ["/closed"]
+    plugins:
+      - name: rate-limiting
+        config: {{day: 1000, limit_by: ip, policy: redis, on_store_error: refuse, redis: {{url: "{url}", timeout: 200ms, prefix: {prefix}}}}}
+"#,
+        a = up.addr(),
+        url = redis.url()
+    )));
+    let addr = gw.addr();
+    let resp = client::get(addr, "/closed").await;
+    assert_eq!(resp.status, 200);
+    assert_eq!(resp.header("ratelimit-remaining"), Some("999"), "counted in Redis");
+
+    redis.stop();
+    let errors_before = STORE_ERRORS.load(Ordering::Relaxed);
+    let t = Instant::now();
+    let open = client::get(addr, "/open").await;
+    assert_eq!(open.status, 200, "fail open: admitted while Redis is away");
+    assert_eq!(open.header("ratelimit-remaining"), None, "no count to report");
+    client::get(addr, "/closed").await.assert_error(503, "unavailable");
+    assert!(t.elapsed() < Duration::from_secs(2), "bounded by the Redis timeout: {:?}", t.elapsed());
+    assert!(STORE_ERRORS.load(Ordering::Relaxed) >= errors_before + 2, "store errors are counted");
+
+    // Back (empty): the gateway reconnects by itself and counts again.
+    redis.restart();
+    let resp = meshgate_e2e::wait_for("requests counted in Redis again", Duration::from_secs(10), || async {
+        let r = client::get(addr, "/closed").await;
+        (r.status == 200).then_some(r)
+    })
+    .await;
+    assert_eq!(resp.header("ratelimit-remaining"), Some("999"), "the restarted Redis is empty");
+}
