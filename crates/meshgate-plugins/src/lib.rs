@@ -22,6 +22,7 @@ pub fn builtin() -> Registry {
     r.register(auth::mtls_auth::Factory);
     r.register(headers::request_id::Factory);
     r.register(headers::response_headers::Factory);
+    r.register(traffic::concurrency_limit::Factory);
     r.register(traffic::rate_limiting::Factory);
     r
 }

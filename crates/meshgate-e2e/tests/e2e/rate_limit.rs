@@ -100,3 +100,49 @@ routes:
     .await;
     assert_eq!(resp.header("ratelimit-remaining"), Some("999"), "the restarted Redis is empty");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrency_limit_queues_then_refuses_a_burst() {
+    let up = Upstream::http("up").await;
+    let gw = TestGateway::start(&config(&format!(
+        r#"
+services: [{{name: s, url: "http://{a}"}}]
+routes:
+  - name: held
+    service: s
+    paths: ["/hold"]
+    plugins:
+      - {{name: concurrency-limit, config: {{max_in_flight: 3, queue: {{size: 2, timeout: 5s}}}}}}
+"#,
+        a = up.addr()
+    )));
+    let addr = gw.addr();
+    // A burst of 8 against a held upstream: 3 in flight, 2 queued, 3 refused at once.
+    let burst: Vec<_> = (0..8).map(|_| tokio::spawn(async move { client::get(addr, "/hold").await })).collect();
+    let in_flight = || {
+        meshgate_plugins::traffic::concurrency_limit::snapshot()
+            .into_iter()
+            .find(|l| l.scope == "route:held" && l.max_in_flight == 3)
+            .expect("the route's limiter")
+    };
+    meshgate_e2e::wait_for("3 in flight and 2 queued", Duration::from_secs(5), || async {
+        let l = in_flight();
+        (l.in_flight == 3 && l.queued == 2).then_some(())
+    })
+    .await;
+    assert_eq!(up.in_flight(), 3, "the upstream never sees more than max_in_flight");
+    up.open_gate();
+    let mut statuses = Vec::new();
+    for r in burst {
+        let resp = r.await.unwrap();
+        if resp.status == 503 {
+            resp.assert_error(503, "unavailable");
+            assert!(resp.header("retry-after").is_some());
+        }
+        statuses.push(resp.status.as_u16());
+    }
+    statuses.sort();
+    assert_eq!(statuses, [200, 200, 200, 200, 200, 503, 503, 503]);
+    assert_eq!(up.hits(), 5);
+    assert_eq!((in_flight().in_flight, in_flight().queued), (0, 0), "slots are given back");
+}
