@@ -309,11 +309,11 @@ EOF
 
 if [[ $SKIP_MESHGATE != 1 ]]; then
     bash "$BENCH/gen-config.sh" 10 "$PORT_MESHGATE" "$PORT_UPSTREAM" >"$TMP/meshgate/meshgate.yaml"
-    # A third instance: the small table plus two authenticated routes (bench/auth-config.sh:
-    # key-auth with 1,000 consumers, jwt RS256 with a key made here). Its catch-all `/`, sent the
-    # same credential headers, is the "same route without auth" that the auth routes compare with.
-    read -r BENCH_API_KEY BENCH_JWT < <(bash "$BENCH/auth-config.sh" "$TMP/meshgate-auth")
-    { bash "$BENCH/gen-config.sh" 10 "$PORT_MESHGATE_AUTH" "$PORT_UPSTREAM"; cat "$TMP/meshgate-auth/auth.yaml"; } >"$TMP/meshgate-auth/meshgate.yaml"
+    # A third instance: the small table plus routes with plugins (bench/plugin-routes.sh: key-auth
+    # with 1,000 consumers, jwt RS256 with a key made here, rate limiting local and in Redis). Its
+    # catch-all `/` (sent the same headers) is the "same route without the plugin" they compare with.
+    read -r BENCH_API_KEY BENCH_JWT < <(bash "$BENCH/plugin-routes.sh" "$TMP/meshgate-auth")
+    { bash "$BENCH/gen-config.sh" 10 "$PORT_MESHGATE_AUTH" "$PORT_UPSTREAM"; cat "$TMP/meshgate-auth/plugins.yaml"; } >"$TMP/meshgate-auth/meshgate.yaml"
     bash "$BENCH/gen-config.sh" "$BIG_ROUTES" "$PORT_MESHGATE_BIG" "$PORT_UPSTREAM" >"$TMP/meshgate-big/meshgate.yaml"
 fi
 
@@ -419,6 +419,8 @@ if [[ $SKIP_MESHGATE != 1 ]]; then
     wait_ready meshgate-auth "$MESHGATE_AUTH_PID" "http://127.0.0.1:$PORT_MESHGATE_AUTH/"
     check_response meshgate-key-auth "http://127.0.0.1:$PORT_MESHGATE_AUTH/key" "apikey: $BENCH_API_KEY"
     check_response meshgate-jwt "http://127.0.0.1:$PORT_MESHGATE_AUTH/jwt" "Authorization: Bearer $BENCH_JWT"
+    check_response meshgate-rl-local "http://127.0.0.1:$PORT_MESHGATE_AUTH/rl-local"
+    check_response meshgate-rl-redis "http://127.0.0.1:$PORT_MESHGATE_AUTH/rl-redis"
     for path in key jwt; do
         code=$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$PORT_MESHGATE_AUTH/$path")
         [[ $code == 401 ]] || die "meshgate-auth: /$path without credentials answered $code, expected 401"
@@ -452,6 +454,9 @@ if [[ $SKIP_MESHGATE != 1 ]]; then
         "meshgate-key-auth|wrk|http://127.0.0.1:$PORT_MESHGATE_AUTH/key|apikey: $BENCH_API_KEY|$MESHGATE_AUTH_PID|meshgate-auth"
         "meshgate-noauth-jwt|wrk|http://127.0.0.1:$PORT_MESHGATE_AUTH/|Authorization: Bearer $BENCH_JWT|$MESHGATE_AUTH_PID|meshgate-auth"
         "meshgate-jwt|wrk|http://127.0.0.1:$PORT_MESHGATE_AUTH/jwt|Authorization: Bearer $BENCH_JWT|$MESHGATE_AUTH_PID|meshgate-auth"
+        "meshgate-noplugin|wrk|http://127.0.0.1:$PORT_MESHGATE_AUTH/||$MESHGATE_AUTH_PID|meshgate-auth"
+        "meshgate-rl-local|wrk|http://127.0.0.1:$PORT_MESHGATE_AUTH/rl-local||$MESHGATE_AUTH_PID|meshgate-auth"
+        "meshgate-rl-redis|wrk|http://127.0.0.1:$PORT_MESHGATE_AUTH/rl-redis||$MESHGATE_AUTH_PID|meshgate-auth"
     )
 fi
 TARGETS+=("nginx-h2|h2load|http://127.0.0.1:$PORT_NGINX_H2/||$NGINX_PID|nginx")
@@ -616,6 +621,9 @@ describe() {
     meshgate-key-auth) echo "meshgate + auth routes, \`/key\` with key-auth (1,000 consumers)" ;;
     meshgate-noauth-jwt) echo "meshgate + auth routes, \`/\` without auth, sent the RS256 token" ;;
     meshgate-jwt) echo "meshgate + auth routes, \`/jwt\` with jwt (RS256)" ;;
+    meshgate-noplugin) echo "meshgate + plugin routes, \`/\` without plugins" ;;
+    meshgate-rl-local) echo "meshgate + plugin routes, \`/rl-local\`: rate-limiting, local" ;;
+    meshgate-rl-redis) echo "meshgate + plugin routes, \`/rl-redis\`: rate-limiting, Redis" ;;
     nginx-h2) echo "nginx $NGINX_VERSION, h2c client side" ;;
     meshgate-h2) echo "meshgate, 10 routes, h2c client side" ;;
     esac
@@ -675,6 +683,12 @@ ratios() {
     fi
     if has meshgate-jwt && has meshgate-noauth-jwt; then
         echo "- jwt RS256 / same request to a route without auth: req/s $(ratio "${MED_RPS[meshgate-jwt]}" "${MED_RPS[meshgate-noauth-jwt]}"), proxy CPU µs/req $(ratio "${MED_CPU[meshgate-jwt]}" "${MED_CPU[meshgate-noauth-jwt]}")"
+    fi
+    if has meshgate-rl-local && has meshgate-noplugin; then
+        echo "- rate-limiting local / same instance without plugins: req/s $(ratio "${MED_RPS[meshgate-rl-local]}" "${MED_RPS[meshgate-noplugin]}"), proxy CPU µs/req $(ratio "${MED_CPU[meshgate-rl-local]}" "${MED_CPU[meshgate-noplugin]}")"
+    fi
+    if has meshgate-rl-redis && has meshgate-noplugin; then
+        echo "- rate-limiting Redis / same instance without plugins: req/s $(ratio "${MED_RPS[meshgate-rl-redis]}" "${MED_RPS[meshgate-noplugin]}"), proxy CPU µs/req $(ratio "${MED_CPU[meshgate-rl-redis]}" "${MED_CPU[meshgate-noplugin]}")"
     fi
     if has nginx && has direct; then
         echo "- nginx / direct, HTTP/1.1: req/s $(ratio "${MED_RPS[nginx]}" "${MED_RPS[direct]}")"
@@ -766,7 +780,9 @@ host route matches) and, separately, route N/2+1 in the middle of the file. A th
 instance has the 10-route table plus `/key` (key-auth, 1,000 consumers) and `/jwt` (jwt, RS256
 key from the config, `iss`/`aud` checked, `sub` naming a declared consumer); each is compared with
 the same request (same credential header) sent to that instance's catch-all route, which has no
-authentication, so the ratio is the plugin's cost alone.
+authentication, so the ratio is the plugin's cost alone. The same instance has `/rl-local` and
+`/rl-redis` (rate-limiting by client IP per second and per hour, limits never reached, counted in
+the process or in the machine's Redis on 127.0.0.1:6379, unpinned), compared with its plain `/`.
 EOF
     echo
     echo "## Run"
@@ -799,7 +815,7 @@ EOF
     sed "s#$TMP#\$TMP#g" "$TMP/server-commands.txt"
     if [[ $SKIP_MESHGATE != 1 ]]; then
         echo "# configs: bench/gen-config.sh 10 $PORT_MESHGATE $PORT_UPSTREAM > \$TMP/meshgate/meshgate.yaml"
-        echo "#          { bench/gen-config.sh 10 $PORT_MESHGATE_AUTH $PORT_UPSTREAM; bench/auth-config.sh \$TMP/meshgate-auth >/dev/null; cat \$TMP/meshgate-auth/auth.yaml; } > \$TMP/meshgate-auth/meshgate.yaml"
+        echo "#          { bench/gen-config.sh 10 $PORT_MESHGATE_AUTH $PORT_UPSTREAM; bench/plugin-routes.sh \$TMP/meshgate-auth >/dev/null; cat \$TMP/meshgate-auth/plugins.yaml; } > \$TMP/meshgate-auth/meshgate.yaml"
         echo "#          bench/gen-config.sh $BIG_ROUTES $PORT_MESHGATE_BIG $PORT_UPSTREAM > \$TMP/meshgate-big/meshgate.yaml"
     fi
     echo '```'

@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
-# Writes DIR/auth.yaml: two authenticated bench routes to append to a gen-config.sh config (it
-# continues its `routes:` list), with 1,000 key-auth consumers and an RS256 key pair made here
-# with openssl. Prints "API_KEY JWT": a valid key and a signed token (valid for a day) to send.
+# Writes DIR/plugins.yaml: bench routes with plugins, to append to a gen-config.sh config (it
+# continues its `routes:` list): `/key` (key-auth, 1,000 consumers), `/jwt` (jwt with an RS256 key
+# pair made here with openssl), `/rl-local` and `/rl-redis` (rate-limiting with limits too high to
+# be reached, so every request is counted and admitted; Redis at REDIS_URL, default
+# redis://127.0.0.1:6379). Prints "API_KEY JWT": a valid key and a token valid for a day.
 #
-#   bench/auth-config.sh DIR
+#   bench/plugin-routes.sh DIR
 set -euo pipefail
 
 [[ $# -eq 1 && -d $1 ]] || {
@@ -41,12 +43,29 @@ jwt="$header.$payload.$signature"
           keys: [{ kid: bench, algorithm: RS256, public_key: { file: jwt-public.pem } }]
           issuer: [bench]
           audience: [meshgate-bench]
+  - name: rl-local
+    service: upstream
+    paths: ["/rl-local"]
+    plugins: [{ name: rate-limiting, config: { second: 100000000, hour: 100000000000, limit_by: ip } }]
+  - name: rl-redis
+    service: upstream
+    paths: ["/rl-redis"]
+    plugins:
+      - name: rate-limiting
+        config:
+          second: 100000000
+          hour: 100000000000
+          limit_by: ip
+          policy: redis
+          on_store_error: refuse
+          redis: { url: "REDIS_URL_HERE", prefix: "meshgate-bench:PREFIX_HERE" }
 consumers:
 YAML
     awk 'BEGIN {
         for (i = 0; i < 1000; i++)
             printf "  - { username: bench-user-%d, credentials: { key-auth: [{ key: bench-key-%04d-0123456789abcdef }] } }\n", i, i
     }'
-} >"$dir/auth.yaml"
+} >"$dir/plugins.yaml"
+sed -i "s#REDIS_URL_HERE#${REDIS_URL:-redis://127.0.0.1:6379}#; s#PREFIX_HERE#$$-$now#" "$dir/plugins.yaml"
 
 echo "bench-key-0777-0123456789abcdef $jwt"
