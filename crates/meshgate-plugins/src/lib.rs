@@ -13,6 +13,7 @@ use meshgate_core::Registry;
 
 /// A registry with every built-in plugin.
 pub fn builtin() -> Registry {
+    auth::jwt::install_crypto();
     let mut r = Registry::new();
     r.register(access::acl::Factory);
     r.register(access::ip_restriction::Factory);

@@ -12,8 +12,11 @@ mod jwks;
 #[cfg(test)]
 mod jwks_tests;
 mod keys;
+mod ring_crypto;
 #[cfg(test)]
 mod tests;
+
+pub use ring_crypto::install as install_crypto;
 
 use super::{anonymous, cache, without_param};
 use http::HeaderValue;
@@ -132,7 +135,7 @@ impl PluginFactory for Factory {
         let c: Config = parse_config(config)?;
         // Explicitly, so that another crate enabling a second backend cannot leave the choice
         // open (jsonwebtoken then panics on first use). Already installed is fine.
-        let _ = jsonwebtoken::crypto::rust_crypto::DEFAULT_PROVIDER.install_default();
+        ring_crypto::install();
         if c.keys.is_empty() && c.jwks_url.is_none() {
             return Err(PluginConfigError::new("keys", "give `keys`, `jwks_url` or both"));
         }

@@ -14,6 +14,8 @@ pub(super) fn now() -> i64 {
 
 /// A signed token.
 pub(super) fn sign(alg: Algorithm, key: &EncodingKey, kid: Option<&str>, claims: serde_json::Value) -> String {
+    // Before jsonwebtoken's first use, so that the tests check tokens with ring, as production does.
+    install_crypto();
     let mut header = jsonwebtoken::Header::new(alg);
     header.kid = kid.map(str::to_owned);
     encode(&header, &claims, key).unwrap()
