@@ -1,3 +1,5 @@
-//! Plugins that shape the flow of requests: how many, how fast, how large.
+//! Plugins that shape the flow of requests: how many, how fast, how large, and faults on purpose.
 
+pub mod fault_injection;
 pub mod rate_limiting;
+pub mod request_size_limiting;
