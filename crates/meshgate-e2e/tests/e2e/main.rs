@@ -16,4 +16,5 @@ mod pool;
 mod reload;
 mod routing;
 mod tls;
+mod traffic;
 mod websocket;
