@@ -92,7 +92,8 @@ impl Slot {
 
 impl Drop for Slot {
     fn drop(&mut self) {
-        IN_FLIGHT.with(|n| n.set(n.get() - 1));
+        // `try_with`: a task dropped while its thread exits may outlive the thread-local.
+        let _ = IN_FLIGHT.try_with(|n| n.set(n.get().saturating_sub(1)));
     }
 }
 
