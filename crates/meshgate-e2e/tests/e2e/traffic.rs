@@ -267,6 +267,15 @@ routes:
     }
     let req = client::request(Method::POST, "/small").body(chunked(2, 500)).unwrap();
     assert_eq!(client::send(addr, req).await.json()["body_len"], 1000);
+    // HTTP/2 without content-length: counted while streaming too.
+    let mut h2 = Conn::h2c(addr).await.unwrap();
+    let req = client::request(Method::POST, "/small").body(chunked(4, 512)).unwrap();
+    match h2.send(req).await {
+        Ok(resp) => resp.assert_error(413, "body_too_large"),
+        Err(e) => panic!("HTTP/2 oversized body: expected a 413 answer, got a transport error: {e}"),
+    }
+    let req = client::request(Method::POST, "/small").body(chunked(2, 500)).unwrap();
+    assert_eq!(h2.send(req).await.unwrap().json()["body_len"], 1000);
     let req = client::request(Method::POST, "/big").body(chunked(4, 512)).unwrap();
     assert_eq!(client::send(addr, req).await.json()["body_len"], 2048);
 }
