@@ -373,8 +373,19 @@ impl Default for UpstreamTls {
 pub struct Route {
     /// Unique name, used in logs, metrics and plugin attachment.
     pub name: String,
-    /// The service requests go to.
-    pub service: String,
+    /// The service requests go to. Set this or `services`.
+    #[serde(default)]
+    pub service: Option<String>,
+    /// Weighted shares of the route's requests to several services (canary releases); instead
+    /// of `service`.
+    #[serde(default)]
+    pub services: Vec<WeightedService>,
+    /// With `services`: keep each caller on one service, chosen by a hash of a header or cookie.
+    #[serde(default)]
+    pub sticky: Option<Sticky>,
+    /// Send a copy of (a share of) the requests to another service, answers discarded.
+    #[serde(default)]
+    pub mirror: Option<Mirror>,
     /// `api.example.com` or `*.example.com`; empty matches any host.
     #[serde(default)]
     pub hosts: Vec<String>,
@@ -399,6 +410,39 @@ pub struct Route {
     /// Plugins applied to this route only.
     #[serde(default)]
     pub plugins: Vec<PluginRef>,
+}
+
+/// One service of a split route and its share.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct WeightedService {
+    /// The service's name.
+    pub name: String,
+    /// Its share, relative to the other services of the route (90 and 10: 90 %).
+    pub weight: u32,
+}
+
+/// What keeps a caller on one service of a split route: a header or a cookie value (one of them).
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Sticky {
+    /// Request header whose value picks the service (e.g. `X-User`).
+    #[serde(default)]
+    pub header: Option<String>,
+    /// Cookie whose value picks the service (e.g. `session`).
+    #[serde(default)]
+    pub cookie: Option<String>,
+}
+
+/// Where mirrored copies of a route's requests go.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Mirror {
+    /// The shadow service.
+    pub service: String,
+    /// Share of requests copied, 0 to 100 (fractions allowed).
+    #[serde(default = "hundred")]
+    pub percentage: f64,
 }
 
 /// One value or a list of values accepted for a header.
@@ -455,6 +499,9 @@ fn three() -> u32 {
 }
 fn five() -> u32 {
     5
+}
+fn hundred() -> f64 {
+    100.0
 }
 fn default_weight() -> u32 {
     100

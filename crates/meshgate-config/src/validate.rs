@@ -2,7 +2,7 @@
 //! resolve, addresses and patterns that parse. Every problem is reported, not only the first.
 
 use crate::error::ConfigError;
-use crate::model::{Algorithm, Config, PluginRef};
+use crate::model::{Algorithm, Config, PluginRef, Route};
 use crate::patterns::{HashOn, PathPattern, ServiceUrl, check_host_port};
 use crate::source::Source;
 use std::collections::HashSet;
@@ -193,12 +193,7 @@ fn routes(config: &Config, c: &mut Checker) {
     let services: HashSet<&str> = config.services.iter().map(|s| s.name.as_str()).collect();
     for (i, r) in config.routes.iter().enumerate() {
         let at = |f: &str| format!("routes[{i}].{f}");
-        if !services.contains(r.service.as_str()) {
-            c.err(
-                at("service"),
-                format!("unknown service {:?}{}", r.service, known(config.services.iter().map(|s| &s.name))),
-            );
-        }
+        route_services(config, r, i, &services, c);
         for (j, h) in r.hosts.iter().enumerate() {
             let name = h.strip_prefix("*.").unwrap_or(h);
             if name.is_empty() || name.contains(['*', ' ', '/', ':']) {
@@ -238,6 +233,60 @@ fn routes(config: &Config, c: &mut Checker) {
     }
 }
 
+/// `service` or weighted `services` (with `sticky`), and `mirror`.
+fn route_services(config: &Config, r: &Route, i: usize, services: &HashSet<&str>, c: &mut Checker) {
+    let at = |f: &str| format!("routes[{i}].{f}");
+    let unknown = |name: &str| format!("unknown service {name:?}{}", known(config.services.iter().map(|s| &s.name)));
+    match (&r.service, r.services.is_empty()) {
+        (Some(s), true) => {
+            if !services.contains(s.as_str()) {
+                c.err(at("service"), unknown(s));
+            }
+        }
+        (Some(_), false) => c.err(at("services"), "set either service or services, not both"),
+        (None, true) => c.err(format!("routes[{i}]"), "a route needs service (or weighted services)"),
+        (None, false) => {
+            let mut seen = HashSet::new();
+            for (j, w) in r.services.iter().enumerate() {
+                if !services.contains(w.name.as_str()) {
+                    c.err(at(&format!("services[{j}].name")), unknown(&w.name));
+                } else if !seen.insert(w.name.as_str()) {
+                    c.err(at(&format!("services[{j}].name")), format!("service {:?} is listed twice", w.name));
+                }
+                if w.weight == 0 {
+                    c.err(at(&format!("services[{j}].weight")), "must be greater than 0 (remove the entry instead)");
+                }
+            }
+        }
+    }
+    if let Some(s) = &r.sticky {
+        if r.services.is_empty() {
+            c.err(at("sticky"), "sticky goes with services: (a weighted split)");
+        }
+        match (&s.header, &s.cookie) {
+            (Some(h), None) => {
+                if http::HeaderName::from_bytes(h.as_bytes()).is_err() {
+                    c.err(at("sticky.header"), format!("invalid header name {h:?}"));
+                }
+            }
+            (None, Some(k)) => {
+                if k.is_empty() || k.contains([';', '=', ' ', ',']) {
+                    c.err(at("sticky.cookie"), format!("invalid cookie name {k:?}"));
+                }
+            }
+            _ => c.err(at("sticky"), "set one of header or cookie"),
+        }
+    }
+    if let Some(m) = &r.mirror {
+        if !services.contains(m.service.as_str()) {
+            c.err(at("mirror.service"), unknown(&m.service));
+        }
+        if !(0.0..=100.0).contains(&m.percentage) {
+            c.err(at("mirror.percentage"), format!("must be between 0 and 100, not {}", m.percentage));
+        }
+    }
+}
+
 fn nested_plugins(list: &[PluginRef], field: &str, c: &mut Checker) {
     for (j, p) in list.iter().enumerate() {
         if p.route.is_some() || p.service.is_some() {
@@ -268,4 +317,59 @@ fn plugins(config: &Config, c: &mut Checker) {
 fn known<'a>(names: impl Iterator<Item = &'a String>) -> String {
     let names: Vec<&str> = names.map(String::as_str).collect();
     if names.is_empty() { " (none are defined)".into() } else { format!(" (known: {})", names.join(", ")) }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::load_str;
+    use std::path::Path;
+
+    /// `file:line:col: field: message` for every error of `routes` (after two services and a listener).
+    fn errors(routes: &str) -> Vec<String> {
+        let text = format!(
+            "listeners: [{{name: a, address: \"127.0.0.1:1\"}}]\nservices:\n- {{name: v1, url: \"http://127.0.0.1:2\"}}\n- {{name: v2, url: \"http://127.0.0.1:3\"}}\nroutes:\n{routes}"
+        );
+        match load_str(Path::new("c.yaml"), &text) {
+            Ok(_) => vec![],
+            Err(e) => e.0.iter().map(|e| e.to_string()).collect(),
+        }
+    }
+
+    #[test]
+    fn split_and_mirror_errors_name_the_field() {
+        let ok = "- name: r\n  services: [{name: v1, weight: 90}, {name: v2, weight: 10}]\n  sticky: {header: X-User}\n  mirror: {service: v2, percentage: 12.5}\n";
+        assert_eq!(errors(ok), Vec::<String>::new());
+        assert_eq!(
+            errors("- name: r\n  service: v1\n  services: [{name: v2, weight: 1}]\n"),
+            ["c.yaml:8:13: routes[0].services: set either service or services, not both"]
+        );
+        assert_eq!(
+            errors("- name: r\n  paths: [/]\n"),
+            ["c.yaml:6:3: routes[0]: a route needs service (or weighted services)"]
+        );
+        assert_eq!(
+            errors(
+                "- name: r\n  services:\n  - {name: v1, weight: 0}\n  - {name: v3, weight: 1}\n  - {name: v1, weight: 2}\n"
+            ),
+            [
+                "c.yaml:8:24: routes[0].services[0].weight: must be greater than 0 (remove the entry instead)",
+                "c.yaml:9:12: routes[0].services[1].name: unknown service \"v3\" (known: v1, v2)",
+                "c.yaml:10:12: routes[0].services[2].name: service \"v1\" is listed twice",
+            ]
+        );
+        assert_eq!(
+            errors("- name: r\n  service: v1\n  sticky: {header: X-User, cookie: s}\n"),
+            [
+                "c.yaml:8:11: routes[0].sticky: sticky goes with services: (a weighted split)",
+                "c.yaml:8:11: routes[0].sticky: set one of header or cookie",
+            ]
+        );
+        assert_eq!(
+            errors("- name: r\n  service: v1\n  mirror: {service: shadow, percentage: 101}\n"),
+            [
+                "c.yaml:8:21: routes[0].mirror.service: unknown service \"shadow\" (known: v1, v2)",
+                "c.yaml:8:41: routes[0].mirror.percentage: must be between 0 and 100, not 101",
+            ]
+        );
+    }
 }

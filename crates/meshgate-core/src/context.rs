@@ -72,6 +72,13 @@ pub struct ResponseInfo {
     pub upstream: Option<Arc<str>>,
 }
 
+/// A request body limit for this request, smaller than the global `limits.max_body_bytes`.
+/// A plugin that cannot see the body (it runs before the body is read) puts it in
+/// [`RequestCtx::vars`] in `on_request`; the proxy then enforces it while the body streams
+/// (413 `body_too_large`). A limit above the global one changes nothing.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BodyLimit(pub u64);
+
 /// Per-request state shared by the proxy and the plugins.
 pub struct RequestCtx {
     /// The client's request head. Plugins may change it in `on_request`. When the request is

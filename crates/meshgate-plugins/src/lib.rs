@@ -24,6 +24,8 @@ pub fn builtin() -> Registry {
     r.register(headers::request_id::Factory);
     r.register(headers::response_headers::Factory);
     r.register(traffic::concurrency_limit::Factory);
+    r.register(traffic::fault_injection::Factory);
     r.register(traffic::rate_limiting::Factory);
+    r.register(traffic::request_size_limiting::Factory);
     r
 }

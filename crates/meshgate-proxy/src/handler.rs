@@ -5,13 +5,14 @@ use crate::chain::Chain;
 use crate::client::{self, Failure, UpstreamBody};
 use crate::forward::{self, ConnInfo};
 use crate::limits::{self, LimitedBody};
+use crate::mirror;
 use crate::server::{BusyGuard, ConnSlot};
 use crate::snapshot::{RouteRt, Snapshot};
 use crate::tunnel;
 use http::header::{self, HeaderValue};
 use http::{Request, Response, StatusCode, Version};
 use hyper::body::Incoming;
-use meshgate_core::{ClientCert, ErrorKind, Flow, ProxyBody, RequestCtx, ResponseInfo};
+use meshgate_core::{BodyLimit, ClientCert, ErrorKind, Flow, ProxyBody, RequestCtx, ResponseInfo};
 use meshgate_router::RequestView;
 use std::net::SocketAddr;
 use std::rc::Rc;
@@ -64,7 +65,7 @@ pub async fn handle(
         };
         snap.router.find(&view).map(|m| (m.value, m.route_index, m.matched_path_len))
     };
-    let Some((route, route_index, matched_len)) = found else {
+    let Some((matched, route_index, matched_len)) = found else {
         // Global plugins still see unmatched requests (request ids, logs, and later auth).
         for p in snap.unmatched.on_request.iter() {
             if let Flow::Respond(resp) = p.on_request(&mut cx).await {
@@ -74,17 +75,27 @@ pub async fn handle(
         let resp = ErrorKind::NoRoute.response("no route matches the request");
         return finish(&snap, None, cx, resp).await;
     };
+    // A split route's service is chosen first, so that its plugins run and logs name it.
+    let (branch, route) = matched.choose(&cx.request.headers);
+    let at = Some((route_index, branch, route));
     cx.route = Some(route.info.clone());
 
     for p in route.chain.on_request.iter() {
         if let Flow::Respond(resp) = p.on_request(&mut cx).await {
-            return finish(&snap, Some((route_index, route)), cx, resp).await;
+            return finish(&snap, at, cx, resp).await;
         }
     }
 
     let mut body = ProxyBody::from(body);
     if declared.is_none() && !http_body::Body::is_end_stream(&body) {
-        body = ProxyBody::boxed(LimitedBody::new(body, snap.limits.max_body_bytes));
+        // A route's plugin (request-size-limiting) may ask for less than the global limit.
+        let limit = cx.vars.get::<BodyLimit>().map_or(u64::MAX, |l| l.0).min(snap.limits.max_body_bytes);
+        body = ProxyBody::boxed(LimitedBody::new(body, limit));
+    }
+    if let Some(m) = &route.mirror {
+        let f =
+            mirror::Forwarding { conn: &conn.info, client_host: client_host.as_ref(), matched_len, declared, upgrade };
+        body = mirror::start(m, &cx, &f, body);
     }
     let resp = match forward_upstream(&mut cx, conn, route, client_host, matched_len, body, upgrade).await {
         Ok(mut resp) => {
@@ -102,7 +113,7 @@ pub async fn handle(
         }
         Err(resp) => resp,
     };
-    finish(&snap, Some((route_index, route)), cx, resp).await
+    finish(&snap, at, cx, resp).await
 }
 
 /// Picks a target, sends, and retries on another target while nothing has been sent.
@@ -199,14 +210,15 @@ fn content_length(headers: &http::HeaderMap) -> Option<u64> {
 }
 
 /// Runs `on_response` and arranges `on_log`, for upstream answers and the gateway's own alike.
-/// `route` is the matched route and its index, `None` for requests answered before routing.
+/// `route` is the matched route's index, branch (for split routes) and the branch itself, `None`
+/// for requests answered before routing.
 async fn finish(
     snap: &Arc<Snapshot>,
-    route: Option<(usize, &RouteRt)>,
+    route: Option<(usize, usize, &RouteRt)>,
     mut cx: RequestCtx,
     resp: Response<ProxyBody>,
 ) -> Response<ProxyBody> {
-    let chain: &Chain = route.map_or(&snap.unmatched, |(_, r)| &r.chain);
+    let chain: &Chain = route.map_or(&snap.unmatched, |(_, _, r)| &r.chain);
     if chain.on_response.is_empty() && chain.on_log.is_empty() {
         return resp;
     }
@@ -218,7 +230,7 @@ async fn finish(
         body
     } else {
         cx.response = Some(ResponseInfo { status: parts.status, body_bytes: 0, upstream: cx.upstream.clone() });
-        ProxyBody::boxed(crate::log::LogBody::new(body, cx, snap.clone(), route.map(|(i, _)| i)))
+        ProxyBody::boxed(crate::log::LogBody::new(body, cx, snap.clone(), route.map(|(i, b, _)| (i, b))))
     };
     Response::from_parts(parts, body)
 }

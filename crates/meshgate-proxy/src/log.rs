@@ -15,14 +15,15 @@ pub struct LogBody {
     cx: Option<RequestCtx>,
     /// Holding the snapshot keeps the plugins alive after a reload.
     snap: Arc<Snapshot>,
-    /// The matched route's index in the router; `None` uses the global chain.
-    route: Option<usize>,
+    /// The matched route's index in the router and its branch (see `RouteRt::choose`); `None`
+    /// uses the global chain.
+    route: Option<(usize, usize)>,
     bytes: u64,
 }
 
 impl LogBody {
     /// Wraps a response body; `cx.response` must already hold the status.
-    pub fn new(inner: ProxyBody, cx: RequestCtx, snap: Arc<Snapshot>, route: Option<usize>) -> Self {
+    pub fn new(inner: ProxyBody, cx: RequestCtx, snap: Arc<Snapshot>, route: Option<(usize, usize)>) -> Self {
         LogBody { inner, cx: Some(cx), snap, route, bytes: 0 }
     }
 
@@ -31,7 +32,8 @@ impl LogBody {
         if let Some(r) = cx.response.as_mut() {
             r.body_bytes = self.bytes;
         }
-        let chain = self.route.and_then(|i| self.snap.router.get(i)).map_or(&self.snap.unmatched, |r| &r.chain);
+        let route = self.route.and_then(|(i, b)| Some(self.snap.router.get(i)?.branch(b)));
+        let chain = route.map_or(&self.snap.unmatched, |r| &r.chain);
         for p in chain.on_log.iter() {
             p.on_log(&cx);
         }

@@ -3,9 +3,11 @@
 //! immutable; a reload builds a new one and swaps it in whole.
 
 use crate::chain::{self, Chain, Instance};
+use crate::mirror::MirrorRt;
+use crate::split::Split;
 use crate::tls;
 use meshgate_balance::{ActiveConfig, Balancer, PassiveConfig, TargetRegistry, TargetSpec, TargetState};
-use meshgate_config::model::{Algorithm, Config, Health, Listener, PluginRef, Protocol, Service};
+use meshgate_config::model::{Algorithm, Config, Health, Listener, PluginRef, Protocol, Route, Service};
 use meshgate_config::{ConfigError, ConfigErrors, Document, HashOn, ServiceUrl, Source};
 use meshgate_core::{BuildContext, Consumer, Consumers, CredentialEntry, PluginScope, Registry, RouteInfo};
 use meshgate_router::{RouteSpec, Router};
@@ -64,6 +66,30 @@ pub struct RouteRt {
     pub(crate) strip_path: bool,
     pub(crate) preserve_host: bool,
     pub(crate) chain: Chain,
+    /// A weighted split over several services, each compiled as a route of its own (this route
+    /// then stands for the first of them and is not used to forward); `None` for one service.
+    pub(crate) split: Option<Box<Split>>,
+    /// Where copies of the route's requests go, if anywhere.
+    pub(crate) mirror: Option<Arc<MirrorRt>>,
+}
+
+impl RouteRt {
+    /// The route as it applies to this request: itself, or for a split route the service
+    /// chosen for the request, with that branch's index.
+    pub(crate) fn choose(&self, headers: &http::HeaderMap) -> (usize, &RouteRt) {
+        match &self.split {
+            None => (0, self),
+            Some(s) => {
+                let i = s.pick(headers);
+                (i, &s.branches[i])
+            }
+        }
+    }
+
+    /// Branch `i` as returned by [`RouteRt::choose`].
+    pub(crate) fn branch(&self, i: usize) -> &RouteRt {
+        self.split.as_ref().and_then(|s| s.branches.get(i)).unwrap_or(self)
+    }
 }
 
 /// How the gateway talks to a service's servers.
@@ -139,11 +165,7 @@ pub fn compile(doc: &Document, registry: &Registry, targets: &TargetRegistry) ->
                 continue;
             }
         };
-        let Some(service) = services.get(r.service.as_str()) else { continue };
-        let chain = Chain::merge(&[&plugins.global, plugins.of_service(&r.service), plugins.of_route(&r.name)]);
-        let info = RouteInfo { name: r.name.as_str().into(), service: service.name.clone() };
-        let rt =
-            RouteRt { info, service: service.clone(), strip_path: r.strip_path, preserve_host: r.preserve_host, chain };
+        let Some(rt) = route(r, &services, &plugins) else { continue }; // validation reported it
         routes.push((spec, rt));
     }
     if !errors.is_empty() {
@@ -172,6 +194,48 @@ pub fn compile(doc: &Document, registry: &Registry, targets: &TargetRegistry) ->
         drain_timeout: config.runtime.drain_timeout.get(),
         watch_config: config.runtime.watch_config,
     })
+}
+
+/// A route's runtime form: one service, or a split whose every service is a complete route
+/// (its balancer, timeouts and the plugins of global, that service and the route), and the
+/// mirror shared by all of them. `None` when a service is unknown (validation said so).
+fn route(r: &Route, services: &HashMap<&str, Arc<ServiceRt>>, plugins: &Plugins) -> Option<RouteRt> {
+    let at = |svc: &Arc<ServiceRt>, chain: Chain, mirror: Option<Arc<MirrorRt>>| RouteRt {
+        info: RouteInfo { name: r.name.as_str().into(), service: svc.name.clone() },
+        service: svc.clone(),
+        strip_path: r.strip_path,
+        preserve_host: r.preserve_host,
+        chain,
+        split: None,
+        mirror,
+    };
+    let mirror = match &r.mirror {
+        Some(m) if m.percentage > 0.0 => {
+            let shadow = services.get(m.service.as_str())?;
+            Some(Arc::new(MirrorRt::new(at(shadow, Chain::default(), None), m.percentage)))
+        }
+        _ => None,
+    };
+    let chain_of = |svc: &str| Chain::merge(&[&plugins.global, plugins.of_service(svc), plugins.of_route(&r.name)]);
+    if let Some(name) = &r.service {
+        let svc = services.get(name.as_str())?;
+        return Some(at(svc, chain_of(name), mirror));
+    }
+    let mut branches = Vec::with_capacity(r.services.len());
+    for w in &r.services {
+        let svc = services.get(w.name.as_str())?;
+        branches.push(at(svc, chain_of(&w.name), mirror.clone()));
+    }
+    let first = r.services.first()?;
+    let weights: Vec<u32> = r.services.iter().map(|w| w.weight).collect();
+    let sticky = r.sticky.as_ref().and_then(|s| match (&s.header, &s.cookie) {
+        (Some(h), _) => http::HeaderName::try_from(h.as_str()).ok().map(HashOn::Header),
+        (None, Some(c)) => Some(HashOn::Cookie(c.clone())),
+        (None, None) => None,
+    });
+    let mut top = at(&branches[0].service, chain_of(&first.name), mirror);
+    top.split = Some(Box::new(Split::new(branches, &weights, sticky)));
+    Some(top)
 }
 
 /// The declared consumers; duplicate names are errors.

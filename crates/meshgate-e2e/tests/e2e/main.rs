@@ -17,4 +17,5 @@ mod rate_limit;
 mod reload;
 mod routing;
 mod tls;
+mod traffic;
 mod websocket;

@@ -16,7 +16,10 @@ pub(crate) struct R(Route);
 pub(crate) fn r(name: &str) -> R {
     R(Route {
         name: name.into(),
-        service: "svc".into(),
+        service: Some("svc".into()),
+        services: vec![],
+        sticky: None,
+        mirror: None,
         hosts: vec![],
         paths: vec![],
         methods: vec![],
