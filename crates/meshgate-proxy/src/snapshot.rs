@@ -3,9 +3,10 @@
 //! immutable; a reload builds a new one and swaps it in whole.
 
 use crate::chain::{self, Chain, Instance};
+use crate::retry::{RetryBudget, RetryRt};
 use crate::tls;
 use meshgate_balance::{ActiveConfig, Balancer, PassiveConfig, TargetRegistry, TargetSpec, TargetState};
-use meshgate_config::model::{Algorithm, Config, Health, Listener, PluginRef, Protocol, Service};
+use meshgate_config::model::{Algorithm, Config, Health, Listener, PluginRef, Protocol, Retry, Service};
 use meshgate_config::{ConfigError, ConfigErrors, Document, HashOn, ServiceUrl, Source};
 use meshgate_core::{BuildContext, Consumer, Consumers, CredentialEntry, PluginScope, Registry, RouteInfo};
 use meshgate_router::{RouteSpec, Router};
@@ -29,6 +30,8 @@ pub struct Snapshot {
     pub(crate) active_checks: Vec<(String, Vec<Arc<TargetState>>, ActiveConfig)>,
     /// `(upstream, address)` of every target, so reloads can forget removed targets' state.
     pub(crate) live_targets: Vec<(String, String)>,
+    /// Each route's retry budget by route name, for metrics.
+    pub(crate) retry_budgets: Vec<(Arc<str>, Arc<RetryBudget>)>,
     /// Worker threads wanted (only read at start).
     pub(crate) workers: Option<usize>,
     /// How long to wait for requests in flight on shutdown.
@@ -64,6 +67,21 @@ pub struct RouteRt {
     pub(crate) strip_path: bool,
     pub(crate) preserve_host: bool,
     pub(crate) chain: Chain,
+    /// The route's timeouts, falling back to the service's field by field.
+    pub(crate) timeouts: UpstreamTimeouts,
+    /// The route's retry policy (its own or the service's) with the route's own budget.
+    pub(crate) retry: RetryRt,
+}
+
+/// Timeouts of one exchange with an upstream.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct UpstreamTimeouts {
+    /// TCP connect plus TLS handshake.
+    pub(crate) connect: Duration,
+    /// Waiting for the response head, and between two reads of the response body.
+    pub(crate) read: Duration,
+    /// Between two writes; fixed when a connection opens (pooled connections keep theirs).
+    pub(crate) write: Duration,
 }
 
 /// How the gateway talks to a service's servers.
@@ -87,10 +105,10 @@ pub struct ServiceRt {
     pub(crate) tls: Option<(Arc<rustls::ClientConfig>, ServerName<'static>)>,
     /// Prepended to forwarded paths; "" for none.
     pub(crate) base_path: String,
-    pub(crate) connect_timeout: Duration,
-    pub(crate) read_timeout: Duration,
-    pub(crate) write_timeout: Duration,
-    pub(crate) retries: u32,
+    /// The service's timeouts; routes may override them.
+    pub(crate) timeouts: UpstreamTimeouts,
+    /// The service's retry policy (`retry` or the `retries` shorthand); routes may override it.
+    pub(crate) retry: Retry,
     /// Idle HTTP/1.1 connections kept per server and worker.
     pub(crate) max_idle: usize,
     /// Idle connections older than this are not reused.
@@ -131,6 +149,7 @@ pub fn compile(doc: &Document, registry: &Registry, targets: &TargetRegistry) ->
     }
 
     let mut routes = Vec::with_capacity(config.routes.len());
+    let mut retry_budgets = Vec::with_capacity(config.routes.len());
     for (i, r) in config.routes.iter().enumerate() {
         let spec = match RouteSpec::from_config(r) {
             Ok(spec) => spec,
@@ -142,8 +161,18 @@ pub fn compile(doc: &Document, registry: &Registry, targets: &TargetRegistry) ->
         let Some(service) = services.get(r.service.as_str()) else { continue };
         let chain = Chain::merge(&[&plugins.global, plugins.of_service(&r.service), plugins.of_route(&r.name)]);
         let info = RouteInfo { name: r.name.as_str().into(), service: service.name.clone() };
-        let rt =
-            RouteRt { info, service: service.clone(), strip_path: r.strip_path, preserve_host: r.preserve_host, chain };
+        let retry = RetryRt::new(r.retry.as_ref().unwrap_or(&service.retry));
+        retry_budgets.push((info.name.clone(), retry.budget.clone()));
+        let timeouts = route_timeouts(service.timeouts, r.timeouts.as_ref());
+        let rt = RouteRt {
+            info,
+            service: service.clone(),
+            strip_path: r.strip_path,
+            preserve_host: r.preserve_host,
+            chain,
+            timeouts,
+            retry,
+        };
         routes.push((spec, rt));
     }
     if !errors.is_empty() {
@@ -168,6 +197,7 @@ pub fn compile(doc: &Document, registry: &Registry, targets: &TargetRegistry) ->
         listeners,
         active_checks,
         live_targets,
+        retry_budgets,
         workers: config.runtime.workers,
         drain_timeout: config.runtime.drain_timeout.get(),
         watch_config: config.runtime.watch_config,
@@ -359,10 +389,8 @@ fn service(
         proto,
         tls,
         base_path,
-        connect_timeout: t.connect.get(),
-        read_timeout: t.read.get(),
-        write_timeout: t.write.get(),
-        retries: s.retries,
+        timeouts: UpstreamTimeouts { connect: t.connect.get(), read: t.read.get(), write: t.write.get() },
+        retry: s.retry_policy(),
         max_idle: s.keepalive.max_idle,
         idle_timeout: s.keepalive.idle_timeout.get(),
     };
@@ -384,7 +412,7 @@ struct Origin<'a> {
     base_path: String,
 }
 
-fn origin<'a>(config: &'a Config, s: &Service, field: &str, source: &Source) -> Result<Origin<'a>, ConfigError> {
+fn origin<'a>(config: &'a Config, s: &'a Service, field: &str, source: &Source) -> Result<Origin<'a>, ConfigError> {
     match (&s.url, &s.upstream) {
         (Some(url), _) => {
             let u = ServiceUrl::parse(url).map_err(|m| source.error(format!("{field}.url"), m))?;
@@ -398,7 +426,7 @@ fn origin<'a>(config: &'a Config, s: &Service, field: &str, source: &Source) -> 
                 specs: vec![TargetSpec { address, weight: 1 }],
                 algorithm: Algorithm::default(),
                 hash_on: None,
-                health: None,
+                health: s.health.as_ref(),
                 base_path: u.base_path.clone(),
                 url: Some(u),
             })
@@ -423,6 +451,19 @@ fn origin<'a>(config: &'a Config, s: &Service, field: &str, source: &Source) -> 
     }
 }
 
+/// A route's timeouts: its own where set, else the service's.
+fn route_timeouts(
+    service: UpstreamTimeouts,
+    route: Option<&meshgate_config::model::RouteTimeouts>,
+) -> UpstreamTimeouts {
+    let Some(r) = route else { return service };
+    UpstreamTimeouts {
+        connect: r.connect.map_or(service.connect, |d| d.get()),
+        read: r.read.map_or(service.read, |d| d.get()),
+        write: r.write.map_or(service.write, |d| d.get()),
+    }
+}
+
 /// The host part of `host:port` (IPv6 brackets removed).
 pub(crate) fn host_of(address: &str) -> &str {
     let host = address.rsplit_once(':').map_or(address, |(h, _)| h);
@@ -430,6 +471,12 @@ pub(crate) fn host_of(address: &str) -> &str {
 }
 
 impl Snapshot {
+    /// Each route's retry counters by route name: `(route, retries attempted, retries refused
+    /// because the budget was spent)`. Counters start at zero with each config snapshot.
+    pub fn retry_stats(&self) -> Vec<(Arc<str>, u64, u64)> {
+        self.retry_budgets.iter().map(|(r, b)| (r.clone(), b.retries_attempted(), b.budget_exhausted())).collect()
+    }
+
     /// Warnings about routes that can never match, for `validate` and reload logs.
     pub fn route_findings(&self) -> Vec<String> {
         use meshgate_router::Finding;
