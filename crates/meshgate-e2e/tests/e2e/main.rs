@@ -14,6 +14,7 @@ mod mtls;
 mod plugins;
 mod pool;
 mod reload;
+mod resilience;
 mod routing;
 mod tls;
 mod websocket;
