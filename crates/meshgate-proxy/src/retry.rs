@@ -15,8 +15,8 @@
 use crate::client::Failure;
 use http::Method;
 use meshgate_config::model::{Retry, RetryFailure, RetryOn};
-use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::Instant;
 
 /// A route's retry policy: which outcomes are retried, how often, and the route's budget.
@@ -28,7 +28,7 @@ pub(crate) struct RetryRt {
     any_5xx: bool,
     statuses: Box<[u16]>,
     idempotent_only: bool,
-    pub(crate) budget: std::sync::Arc<RetryBudget>,
+    pub(crate) budget: Arc<RetryBudget>,
 }
 
 impl RetryRt {
@@ -44,7 +44,7 @@ impl RetryRt {
             any_5xx: has(RetryFailure::Status5xx),
             statuses,
             idempotent_only: r.idempotent_only,
-            budget: std::sync::Arc::new(RetryBudget::new(r.budget.ratio, r.budget.min_per_second)),
+            budget: Arc::new(RetryBudget::new(r.budget.ratio, r.budget.min_per_second)),
         }
     }
 
