@@ -28,6 +28,10 @@ pub struct PassiveConfig {
     pub recover_after: Duration,
     /// Whether a 5xx answer counts as a failure in [`Pick::status`].
     pub count_5xx: bool,
+    /// Longest ejection; consecutive ejections last `recover_after` × their number up to this.
+    pub max_ejection_time: Duration,
+    /// Most targets (percent) ejected at once; one may always be.
+    pub max_ejected_percent: u32,
 }
 
 impl From<&PassiveHealth> for PassiveConfig {
@@ -36,6 +40,8 @@ impl From<&PassiveHealth> for PassiveConfig {
             unhealthy_after: p.unhealthy_after,
             recover_after: p.recover_after.get(),
             count_5xx: p.count_5xx,
+            max_ejection_time: p.max_ejection_time.get(),
+            max_ejected_percent: p.max_ejected_percent,
         }
     }
 }
@@ -76,7 +82,13 @@ impl Balancer {
         registry: &TargetRegistry,
     ) -> Balancer {
         let weights: Vec<u32> = targets.iter().map(|t| t.weight).collect();
-        let states = targets.iter().map(|t| registry.get_or_create(upstream, &t.address)).collect();
+        let states: Vec<Arc<TargetState>> =
+            targets.iter().map(|t| registry.get_or_create(upstream, &t.address)).collect();
+        if let Some(first) = states.first() {
+            // This config's targets are the group now; removed targets no longer count.
+            let ejected = states.iter().filter(|s| s.is_ejected()).count() as u32;
+            first.group().reset(states.len() as u32, ejected);
+        }
         let schedule = match algorithm {
             Algorithm::RoundRobin | Algorithm::ConsistentHash => smooth_wrr(&weights),
             Algorithm::LeastConnections => Vec::new(),
@@ -129,6 +141,11 @@ impl Balancer {
     /// The algorithm this balancer was built with.
     pub fn algorithm(&self) -> Algorithm {
         self.algorithm
+    }
+
+    /// Targets of this balancer's upstream currently ejected by passive health.
+    pub fn ejected_count(&self) -> u32 {
+        self.targets.first().map_or(0, |t| t.group().ejected())
     }
 
     /// Whether an [`crate::ActiveChecker`] currently probes any of these targets (then probes,
@@ -287,11 +304,9 @@ impl Pick {
     }
 
     /// The request failed (connect error, reset, timeout): counts towards ejection, or re-ejects
-    /// for another `recover_after` when this was the trial. Without passive health configured
-    /// nothing is ejected.
+    /// for longer when this was the trial. Without passive health configured nothing is ejected.
     pub fn failure(mut self) {
-        let passive = self.passive.map(|p| (p.unhealthy_after, p.recover_after));
-        self.state.record_failure(self.trial, passive);
+        self.state.record_failure(self.trial, self.passive);
         self.trial = false;
     }
 

@@ -8,17 +8,21 @@
 //!
 //! Health comes from two sources: passive (outcomes the proxy reports through [`Pick`]) and
 //! active ([`ActiveChecker`] probing each target over HTTP/1.1). Without active checks an ejected
-//! target gets one half-open trial request after `recover_after`.
+//! target gets one half-open trial request after its ejection time, which grows with consecutive
+//! ejections; at most `max_ejected_percent` of an upstream's targets are ejected at once
+//! (see `outlier.rs`).
 
 mod active;
 mod balancer;
 mod hash;
+mod outlier;
 mod schedule;
 mod state;
 
 pub use active::{ActiveChecker, ActiveConfig};
 pub use balancer::{Balancer, PassiveConfig, Pick, TargetSpec};
 pub use hash::hash_key;
+pub use outlier::{TargetStatus, ejection_time, may_eject};
 pub use state::{TargetRegistry, TargetState};
 
 #[cfg(test)]

@@ -3,6 +3,8 @@
 //! Everything read on the request path is an atomic: many worker threads pick targets at once and
 //! none of them may wait for another.
 
+use crate::balancer::PassiveConfig;
+use crate::outlier::{TargetStatus, UpstreamGroup, ejection_time};
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
@@ -41,11 +43,17 @@ pub struct TargetState {
     /// Number of running active checkers probing this target; half-open trials are only for
     /// targets nobody probes (probes decide recovery otherwise).
     probers: AtomicU32,
+    /// Set while ejected by passive health, holding one of the upstream's ejection slots.
+    ejected: AtomicBool,
+    /// Consecutive passive ejections without a successful trial; lengthens the next one.
+    ejections: AtomicU32,
+    /// The upstream's shared ejection count.
+    group: Arc<UpstreamGroup>,
 }
 
 impl TargetState {
     /// A fresh, healthy target; only the registry creates them so that state is shared.
-    fn new(upstream: &str, address: &str) -> Self {
+    fn new(upstream: &str, address: &str, group: Arc<UpstreamGroup>) -> Self {
         TargetState {
             upstream: upstream.to_owned(),
             address: address.to_owned(),
@@ -56,7 +64,40 @@ impl TargetState {
             trial: AtomicBool::new(false),
             in_flight: AtomicU32::new(0),
             probers: AtomicU32::new(0),
+            ejected: AtomicBool::new(false),
+            ejections: AtomicU32::new(0),
+            group,
         }
+    }
+
+    /// Whether passive health (outlier detection) has ejected this target.
+    pub fn is_ejected(&self) -> bool {
+        self.ejected.load(Ordering::Acquire)
+    }
+
+    /// Consecutive ejections without a successful trial in between.
+    pub fn consecutive_ejections(&self) -> u32 {
+        self.ejections.load(Ordering::Relaxed)
+    }
+
+    /// Everything about this target at once, for metrics.
+    pub fn status(&self) -> TargetStatus {
+        let until = self.ejected_until.load(Ordering::Acquire);
+        let ejected = self.is_ejected();
+        TargetStatus {
+            upstream: self.upstream.clone(),
+            address: self.address.clone(),
+            healthy: self.is_healthy(),
+            ejected,
+            consecutive_ejections: self.consecutive_ejections(),
+            consecutive_failures: self.consecutive_failures(),
+            in_flight: self.in_flight(),
+            ejected_for: Duration::from_millis(if ejected { until.saturating_sub(now_ms()) } else { 0 }),
+        }
+    }
+
+    pub(crate) fn group(&self) -> &Arc<UpstreamGroup> {
+        &self.group
     }
 
     /// Whether the target currently takes regular traffic (a half-open trial aside).
@@ -133,12 +174,17 @@ impl TargetState {
         self.trial.store(false, Ordering::Release);
     }
 
-    /// A request to this target succeeded. A successful trial brings the target back.
+    /// A request to this target succeeded. A successful trial brings the target back and
+    /// forgets its past ejections.
     pub(crate) fn record_success(&self, trial: bool) {
         self.failures.store(0, Ordering::Relaxed);
         self.successes.fetch_add(1, Ordering::Relaxed);
         if trial {
             self.ejected_until.store(0, Ordering::Release);
+            self.ejections.store(0, Ordering::Relaxed);
+            if self.ejected.swap(false, Ordering::AcqRel) {
+                self.group.release();
+            }
             if !self.healthy.swap(true, Ordering::AcqRel) {
                 tracing::info!(upstream = %self.upstream, target = %self.address, "target recovered: trial request succeeded");
             }
@@ -146,43 +192,64 @@ impl TargetState {
         }
     }
 
-    /// A request to this target failed. With `passive` = `(unhealthy_after, recover_after)`:
-    /// eject after `unhealthy_after` consecutive failures, or re-eject for another
-    /// `recover_after` when this was the half-open trial. Without it only the count moves (and a
-    /// trial is released, so the next request tries again).
-    pub(crate) fn record_failure(&self, trial: bool, passive: Option<(u32, Duration)>) {
+    /// A request to this target failed. With `passive`: eject after `unhealthy_after`
+    /// consecutive failures when the upstream's `max_ejected_percent` allows, or re-eject for
+    /// longer when this was the half-open trial. Without it only the count moves (and a trial is
+    /// released, so the next request tries again).
+    pub(crate) fn record_failure(&self, trial: bool, passive: Option<PassiveConfig>) {
         self.successes.store(0, Ordering::Relaxed);
         let failures = self.failures.fetch_add(1, Ordering::Relaxed).saturating_add(1);
-        let Some((unhealthy_after, recover_after)) = passive else {
+        let Some(p) = passive else {
             if trial {
                 self.end_trial();
             }
             return;
         };
-        let until = now_ms().saturating_add(duration_ms(recover_after));
         if trial {
-            self.ejected_until.store(until, Ordering::Release);
+            let rest = self.next_ejection(&p);
             self.end_trial();
             tracing::warn!(
-                upstream = %self.upstream, target = %self.address, retry_in = ?recover_after,
+                upstream = %self.upstream, target = %self.address, retry_in = ?rest,
                 "target still failing: trial request failed"
             );
-        } else if failures >= unhealthy_after.max(1) && self.is_healthy() {
-            // Deadline first, so a picker that sees `healthy == false` also sees the deadline.
-            self.ejected_until.store(until, Ordering::Release);
-            if self.healthy.swap(false, Ordering::AcqRel) {
-                tracing::warn!(
-                    upstream = %self.upstream, target = %self.address, failures, retry_in = ?recover_after,
-                    "target ejected after consecutive failures"
+        } else if failures >= p.unhealthy_after.max(1) && self.is_healthy() {
+            if !self.group.try_eject(p.max_ejected_percent) {
+                tracing::debug!(
+                    upstream = %self.upstream, target = %self.address,
+                    "ejection skipped: max_ejected_percent reached"
                 );
+                return;
             }
+            if self.ejected.swap(true, Ordering::AcqRel) {
+                self.group.release(); // another thread ejected it a moment ago
+                return;
+            }
+            // Deadline first, so a picker that sees `healthy == false` also sees the deadline.
+            let rest = self.next_ejection(&p);
+            self.healthy.store(false, Ordering::Release);
+            tracing::warn!(
+                upstream = %self.upstream, target = %self.address, failures, retry_in = ?rest,
+                "target ejected after consecutive failures"
+            );
         }
+    }
+
+    /// Counts one more consecutive ejection and sets its deadline; returns its length.
+    fn next_ejection(&self, p: &PassiveConfig) -> Duration {
+        let n = self.ejections.fetch_add(1, Ordering::Relaxed).saturating_add(1);
+        let rest = ejection_time(p.recover_after, n, p.max_ejection_time);
+        self.ejected_until.store(now_ms().saturating_add(duration_ms(rest)), Ordering::Release);
+        rest
     }
 
     /// Active checks decided the target is up: clear any ejection.
     pub(crate) fn mark_up(&self) -> bool {
         self.failures.store(0, Ordering::Relaxed);
         self.ejected_until.store(0, Ordering::Release);
+        self.ejections.store(0, Ordering::Relaxed);
+        if self.ejected.swap(false, Ordering::AcqRel) {
+            self.group.release();
+        }
         !self.healthy.swap(true, Ordering::AcqRel)
     }
 
@@ -201,6 +268,7 @@ impl TargetState {
 #[derive(Debug, Default)]
 pub struct TargetRegistry {
     states: Mutex<HashMap<(String, String), Arc<TargetState>>>,
+    groups: Mutex<HashMap<String, Arc<UpstreamGroup>>>,
 }
 
 impl TargetRegistry {
@@ -215,7 +283,11 @@ impl TargetRegistry {
         if let Some(s) = states.get(&(upstream.to_owned(), address.to_owned())) {
             return Arc::clone(s);
         }
-        let state = Arc::new(TargetState::new(upstream, address));
+        let group = {
+            let mut groups = self.groups.lock().unwrap_or_else(|e| e.into_inner());
+            Arc::clone(groups.entry(upstream.to_owned()).or_default())
+        };
+        let state = Arc::new(TargetState::new(upstream, address, group));
         states.insert((upstream.to_owned(), address.to_owned()), Arc::clone(&state));
         state
     }
@@ -226,6 +298,17 @@ impl TargetRegistry {
         let live: HashSet<(&str, &str)> = live.iter().map(|(u, a)| (u.as_str(), a.as_str())).collect();
         let mut states = self.states.lock().unwrap_or_else(|e| e.into_inner());
         states.retain(|(u, a), _| live.contains(&(u.as_str(), a.as_str())));
+        let upstreams: HashSet<&str> = live.iter().map(|(u, _)| *u).collect();
+        self.groups.lock().unwrap_or_else(|e| e.into_inner()).retain(|u, _| upstreams.contains(u.as_str()));
+    }
+
+    /// The status of every target held, sorted by upstream and address; for metrics. Takes the
+    /// registry's lock, so it is for scrapes, not for the request path.
+    pub fn statuses(&self) -> Vec<TargetStatus> {
+        let states = self.states.lock().unwrap_or_else(|e| e.into_inner());
+        let mut out: Vec<TargetStatus> = states.values().map(|s| s.status()).collect();
+        out.sort_by(|a, b| (&a.upstream, &a.address).cmp(&(&b.upstream, &b.address)));
+        out
     }
 
     /// Number of states held; for tests and metrics.

@@ -19,9 +19,16 @@ fn balancer(algorithm: Algorithm, weights: &[u32], passive: Option<PassiveConfig
     (b, registry)
 }
 
-/// Passive health whose ejections outlast any test (recovery is tested with its own timing).
+/// Passive health whose ejections outlast any test (recovery is tested with its own timing),
+/// with no cap on the share of targets ejected.
 fn passive(unhealthy_after: u32) -> PassiveConfig {
-    PassiveConfig { unhealthy_after, recover_after: Duration::from_secs(600), count_5xx: true }
+    PassiveConfig {
+        unhealthy_after,
+        recover_after: Duration::from_secs(600),
+        count_5xx: true,
+        max_ejection_time: Duration::from_secs(600),
+        max_ejected_percent: 100,
+    }
 }
 
 /// Index picked by `pick`, dropping the pick at once.
@@ -267,7 +274,12 @@ fn consistent_hash_walks_past_unhealthy_and_falls_back_without_key() {
 
 #[test]
 fn passive_ejection_and_half_open_recovery() {
-    let recover = PassiveConfig { recover_after: Duration::from_millis(100), ..passive(3) };
+    // Ejection time capped at recover_after: every ejection lasts the same here.
+    let recover = PassiveConfig {
+        recover_after: Duration::from_millis(100),
+        max_ejection_time: Duration::from_millis(100),
+        ..passive(3)
+    };
     let (b, _r) = balancer(Algorithm::RoundRobin, &[1, 1], Some(recover));
     let t0 = &b.targets()[0];
     eject(&b, 0, 2);
@@ -392,4 +404,104 @@ fn concurrent_picks_keep_counts_consistent() {
         .collect();
     threads.into_iter().for_each(|t| t.join().unwrap());
     assert!(b.targets().iter().all(|t| t.in_flight() == 0 && t.is_healthy()));
+}
+
+#[test]
+fn ejection_arithmetic() {
+    let ms = Duration::from_millis;
+    assert_eq!(ejection_time(ms(100), 1, ms(1000)), ms(100));
+    assert_eq!(ejection_time(ms(100), 0, ms(1000)), ms(100), "the first ejection is never shorter");
+    assert_eq!(ejection_time(ms(100), 3, ms(1000)), ms(300));
+    assert_eq!(ejection_time(ms(100), 20, ms(1000)), ms(1000), "capped by max_ejection_time");
+    assert_eq!(ejection_time(Duration::MAX, u32::MAX, ms(5)), ms(5), "no overflow");
+
+    assert!(may_eject(0, 1, 50), "one target may always be ejected");
+    assert!(may_eject(0, 10, 0), "even at 0 %");
+    assert!(!may_eject(1, 2, 50), "a second of two is past 50 %");
+    assert!(may_eject(1, 4, 50) && !may_eject(2, 4, 50));
+    assert!(may_eject(2, 3, 100) && !may_eject(3, 3, 100));
+    assert!(!may_eject(1, 10, 10) && may_eject(1, 20, 10));
+}
+
+#[test]
+fn max_ejected_percent_caps_ejections() {
+    let half = PassiveConfig { max_ejected_percent: 50, ..passive(1) };
+    let (b, r) = balancer(Algorithm::RoundRobin, &[1, 1, 1, 1], Some(half));
+    eject(&b, 0, 1);
+    eject(&b, 1, 1);
+    assert_eq!(b.ejected_count(), 2);
+    eject(&b, 2, 1);
+    let t2 = &b.targets()[2];
+    assert!(t2.is_healthy() && !t2.is_ejected(), "a third of four would pass 50 %");
+    assert_eq!((t2.consecutive_failures(), b.ejected_count()), (1, 2));
+    let mut counts = [0usize; 4];
+    for _ in 0..40 {
+        counts[pick_index(&b, None, &[])] += 1;
+    }
+    assert_eq!(counts, [0, 0, 20, 20], "the skipped target keeps serving");
+
+    // A reload that drops an ejected target frees its slot: the next failure ejects.
+    let mut specs4: Vec<TargetSpec> = specs(&[1, 1, 1, 1]).into_iter().skip(1).collect();
+    specs4.push(TargetSpec { address: "10.0.0.9:80".into(), weight: 1 });
+    let b4 = Balancer::new("up", Algorithm::RoundRobin, None, &specs4, Some(half), &r);
+    assert_eq!(b4.ejected_count(), 1);
+    b4.pick(None, &[0, 2, 3]).unwrap().failure(); // index 1 of b4 is 10.0.0.2
+    assert!(!b4.targets()[1].is_healthy() && b4.ejected_count() == 2);
+    b4.pick(None, &[0, 1, 3]).unwrap().failure();
+    assert!(b4.targets()[2].is_healthy(), "3 of 4 is past 50 %, but...");
+
+    // ...one target may always go, even with a cap of 0 %.
+    let none = PassiveConfig { max_ejected_percent: 0, ..passive(1) };
+    let (b, _r) = balancer(Algorithm::RoundRobin, &[1], Some(none));
+    b.pick(None, &[]).unwrap().failure();
+    assert!(b.pick(None, &[]).is_none(), "the only target is out: no target, no waiting");
+}
+
+#[test]
+fn repeated_ejections_rest_longer_until_a_trial_succeeds() {
+    let p = PassiveConfig {
+        recover_after: Duration::from_millis(40),
+        max_ejection_time: Duration::from_millis(100),
+        ..passive(1)
+    };
+    let (b, r) = balancer(Algorithm::RoundRobin, &[1], Some(p));
+    let t = Arc::clone(&b.targets()[0]);
+    b.pick(None, &[]).unwrap().failure();
+    let s = t.status();
+    assert!(s.ejected && !s.healthy && s.consecutive_ejections == 1, "{s:?}");
+    assert!(s.ejected_for <= Duration::from_millis(40), "{s:?}");
+
+    // Each failed trial rests the target longer: 80ms, then 100ms (the cap), then 100ms.
+    for (n, want) in [(2, 80), (3, 100), (4, 100)] {
+        let trial = wait_trial(&b);
+        trial.failure();
+        let s = t.status();
+        assert_eq!(s.consecutive_ejections, n);
+        let want = Duration::from_millis(want);
+        assert!(s.ejected_for <= want && s.ejected_for + Duration::from_millis(20) >= want, "{n}: {s:?}");
+        assert!(b.pick(None, &[]).is_none(), "no trial before the longer rest is over");
+    }
+    // A successful trial closes the breaker and forgets the ejections.
+    wait_trial(&b).success();
+    let s = t.status();
+    assert!(s.healthy && !s.ejected && s.consecutive_ejections == 0 && s.ejected_for.is_zero(), "{s:?}");
+    assert_eq!(b.ejected_count(), 0);
+    b.pick(None, &[]).unwrap().failure();
+    assert_eq!(t.consecutive_ejections(), 1, "the next ejection starts short again");
+
+    let statuses = r.statuses();
+    assert_eq!(statuses.len(), 1);
+    assert_eq!((statuses[0].upstream.as_str(), statuses[0].address.as_str()), ("up", "10.0.0.0:80"));
+}
+
+/// Waits (up to a second) for the half-open trial of the only target.
+fn wait_trial(b: &Balancer) -> Pick {
+    for _ in 0..200 {
+        if let Some(p) = b.pick(None, &[]) {
+            assert!(p.is_trial());
+            return p;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    panic!("no trial within a second");
 }

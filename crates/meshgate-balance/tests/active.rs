@@ -97,7 +97,13 @@ async fn active_checks_eject_and_recover() {
     let registry = TargetRegistry::new();
     let specs: Vec<TargetSpec> =
         [ok.addr, broken.addr, doomed.addr].iter().map(|a| TargetSpec { address: a.to_string(), weight: 1 }).collect();
-    let passive = PassiveConfig { unhealthy_after: 1, recover_after: Duration::from_secs(3600), count_5xx: true };
+    let passive = PassiveConfig {
+        unhealthy_after: 1,
+        recover_after: Duration::from_secs(3600),
+        count_5xx: true,
+        max_ejection_time: Duration::from_secs(3600),
+        max_ejected_percent: 100,
+    };
     let balancer = Balancer::new("up", Algorithm::RoundRobin, None, &specs, Some(passive), &registry);
     let checker = ActiveChecker::spawn("up", balancer.targets().to_vec(), config());
     assert!(balancer.has_active_health());

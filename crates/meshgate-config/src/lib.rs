@@ -5,6 +5,7 @@
 //! certificates, unknown plugins) are reported through [`Source::error`] so they too point at a line.
 
 mod error;
+mod flow;
 mod load;
 mod locate;
 pub mod model;

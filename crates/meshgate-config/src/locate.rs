@@ -120,7 +120,9 @@ fn parse_path(path: &str) -> Vec<Step<'_>> {
 /// A path that goes deeper than the document (a missing field) resolves to its nearest parent,
 /// which is where the user has to add it.
 pub fn locate(text: &str, path: &str) -> Option<(u64, u64)> {
-    let root: Spanned<Node> = serde_saphyr::from_str(text).ok()?;
+    // Same boolean rules as loading, so that a key such as `on` stays the text `on`.
+    let options = serde_saphyr::options! { strict_booleans: true };
+    let root: Spanned<Node> = serde_saphyr::from_str_with_options(text, options).ok()?;
     let mut node = &root;
     let mut best = position(node);
     for step in parse_path(path) {

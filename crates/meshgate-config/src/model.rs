@@ -1,6 +1,7 @@
 //! The config file's data model, as users write it. Defaults live here so that the file can stay
 //! short: only what differs from the default needs saying.
 
+pub use crate::flow::{Retry, RetryBudget, RetryFailure, RetryOn, RouteTimeouts};
 use crate::units::{ByteSize, Duration};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -261,6 +262,14 @@ pub struct PassiveHealth {
     /// Count 5xx answers as failures (connect errors, resets and timeouts always count).
     #[serde(default = "yes")]
     pub count_5xx: bool,
+    /// Longest ejection: each consecutive ejection of a target rests `recover_after` longer,
+    /// up to this.
+    #[serde(default = "default_max_ejection_time")]
+    pub max_ejection_time: Duration,
+    /// Most targets (in percent of the upstream's) ejected at once; an ejection past it is
+    /// skipped, except that one target may always be ejected.
+    #[serde(default = "fifty")]
+    pub max_ejected_percent: u32,
 }
 
 /// An API behind the gateway.
@@ -286,10 +295,17 @@ pub struct Service {
     #[serde(default)]
     pub timeouts: Timeouts,
     /// Extra attempts, each on another target when one exists, after a failure that provably
-    /// sent nothing (connect refused or timed out, TLS handshake failed). A request that reached
-    /// an upstream is never replayed.
-    #[serde(default = "one")]
-    pub retries: u32,
+    /// sent nothing (connect refused or timed out, TLS handshake failed); 1 when neither this
+    /// nor `retry` is set. Shorthand for `retry: {attempts: N, on: [connect-failure]}`.
+    #[serde(default)]
+    pub retries: Option<u32>,
+    /// The full retry policy (instead of `retries`); routes may override it.
+    #[serde(default)]
+    pub retry: Option<Retry>,
+    /// Health checks of the single server of a `url` service (its implicit upstream); services
+    /// with `upstream` take health from the upstream.
+    #[serde(default)]
+    pub health: Option<Health>,
     /// Reuse of idle connections to this service's servers.
     #[serde(default)]
     pub keepalive: Keepalive,
@@ -299,6 +315,13 @@ pub struct Service {
     /// Plugins applied to every route of this service.
     #[serde(default)]
     pub plugins: Vec<PluginRef>,
+}
+
+impl Service {
+    /// The retry policy in force: `retry`, else the `retries` shorthand (1 by default).
+    pub fn retry_policy(&self) -> Retry {
+        self.retry.clone().unwrap_or_else(|| Retry::shorthand(self.retries.unwrap_or(1)))
+    }
 }
 
 /// Idle upstream connections kept for reuse, per server and worker thread.
@@ -407,6 +430,12 @@ pub struct Route {
     /// Higher wins when several routes match (before any other precedence rule).
     #[serde(default)]
     pub priority: i32,
+    /// This route's retry policy, replacing the service's.
+    #[serde(default)]
+    pub retry: Option<Retry>,
+    /// This route's timeouts; unset fields keep the service's.
+    #[serde(default)]
+    pub timeouts: Option<RouteTimeouts>,
     /// Plugins applied to this route only.
     #[serde(default)]
     pub plugins: Vec<PluginRef>,
@@ -488,9 +517,6 @@ pub struct PluginRef {
 fn yes() -> bool {
     true
 }
-fn one() -> u32 {
-    1
-}
 fn two() -> u32 {
     2
 }
@@ -514,6 +540,12 @@ fn default_health_interval() -> Duration {
 }
 fn default_health_timeout() -> Duration {
     Duration::from_secs(2)
+}
+fn fifty() -> u32 {
+    50
+}
+fn default_max_ejection_time() -> Duration {
+    Duration::from_secs(300)
 }
 fn default_recover_after() -> Duration {
     Duration::from_secs(30)

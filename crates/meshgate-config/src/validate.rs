@@ -2,7 +2,7 @@
 //! resolve, addresses and patterns that parse. Every problem is reported, not only the first.
 
 use crate::error::ConfigError;
-use crate::model::{Algorithm, Config, PluginRef, Route};
+use crate::model::{Algorithm, Config, Health, PluginRef, Retry, RetryOn, Route};
 use crate::patterns::{HashOn, PathPattern, ServiceUrl, check_host_port};
 use crate::source::Source;
 use std::collections::HashSet;
@@ -120,22 +120,57 @@ fn upstreams(config: &Config, c: &mut Checker) {
             (Some(_), _) => c.err(at("hash_on"), "hash_on is only used with algorithm: consistent-hash"),
             (None, _) => {}
         }
-        if let Some(a) = &u.health.active {
-            if a.interval.get().is_zero() || a.timeout.get().is_zero() {
-                c.err(at("health.active"), "interval and timeout must be greater than zero");
-            }
-            if a.healthy_after == 0 || a.unhealthy_after == 0 {
-                c.err(at("health.active"), "healthy_after and unhealthy_after must be at least 1");
-            }
-            if !a.path.starts_with('/') {
-                c.err(at("health.active.path"), format!("path {:?} must start with \"/\"", a.path));
-            }
+        health(&u.health, &at("health"), c);
+    }
+}
+
+/// Active and passive health settings, of an upstream or of a `url` service.
+fn health(h: &Health, at: &str, c: &mut Checker) {
+    if let Some(a) = &h.active {
+        if a.interval.get().is_zero() || a.timeout.get().is_zero() {
+            c.err(format!("{at}.active"), "interval and timeout must be greater than zero");
         }
-        if let Some(p) = &u.health.passive
-            && p.unhealthy_after == 0
+        if a.healthy_after == 0 || a.unhealthy_after == 0 {
+            c.err(format!("{at}.active"), "healthy_after and unhealthy_after must be at least 1");
+        }
+        if !a.path.starts_with('/') {
+            c.err(format!("{at}.active.path"), format!("path {:?} must start with \"/\"", a.path));
+        }
+    }
+    if let Some(p) = &h.passive {
+        if p.unhealthy_after == 0 {
+            c.err(format!("{at}.passive.unhealthy_after"), "must be at least 1");
+        }
+        if p.max_ejected_percent > 100 {
+            c.err(format!("{at}.passive.max_ejected_percent"), "must be between 0 and 100");
+        }
+        if p.max_ejection_time < p.recover_after {
+            c.err(
+                format!("{at}.passive.max_ejection_time"),
+                format!("must be at least recover_after ({})", p.recover_after),
+            );
+        }
+    }
+}
+
+/// A retry policy of a service or route.
+fn retry(r: &Retry, at: &str, c: &mut Checker) {
+    if r.attempts > 10 {
+        c.err(format!("{at}.attempts"), "at most 10 retries (more multiplies load during an outage)");
+    }
+    if r.attempts > 0 && r.on.is_empty() {
+        c.err(format!("{at}.on"), "list at least one outcome to retry on (e.g. connect-failure, 503)");
+    }
+    for (j, on) in r.on.iter().enumerate() {
+        if let RetryOn::Status(code) = on
+            && !(400..=599).contains(code)
         {
-            c.err(at("health.passive.unhealthy_after"), "must be at least 1");
+            c.err(format!("{at}.on[{j}]"), format!("status {code} is not an error status (400-599)"));
         }
+    }
+    let b = &r.budget;
+    if !b.ratio.is_finite() || b.ratio < 0.0 {
+        c.err(format!("{at}.budget.ratio"), "must be a number of at least 0 (0.2: retries add at most 20 %)");
     }
 }
 
@@ -181,8 +216,18 @@ fn services(config: &Config, c: &mut Checker) {
                 "must be greater than zero (set keepalive.max_idle: 0 to turn reuse off)",
             );
         }
-        if s.retries > 10 {
+        if s.retries.is_some_and(|n| n > 10) {
             c.err(at("retries"), "at most 10 retries (more multiplies load during an outage)");
+        }
+        match (&s.retry, s.retries) {
+            (Some(_), Some(_)) => c.err(at("retries"), "set either retries (shorthand) or retry, not both"),
+            (Some(r), None) => retry(r, &at("retry"), c),
+            _ => {}
+        }
+        match (&s.health, &s.upstream) {
+            (Some(_), Some(_)) => c.err(at("health"), "a service with upstream: takes health checks from the upstream"),
+            (Some(h), None) => health(h, &at("health"), c),
+            _ => {}
         }
         nested_plugins(&s.plugins, &at("plugins"), c);
     }
@@ -228,6 +273,14 @@ fn routes(config: &Config, c: &mut Checker) {
                     c.err(field.clone(), format!("invalid regex {v:?}: {}", crate::patterns::regex_error(&e)));
                 }
             }
+        }
+        if let Some(rt) = &r.retry {
+            retry(rt, &at("retry"), c);
+        }
+        if let Some(t) = &r.timeouts
+            && [t.connect, t.read, t.write].iter().any(|d| d.is_some_and(|d| d.get().is_zero()))
+        {
+            c.err(at("timeouts"), "timeouts must be greater than zero");
         }
         nested_plugins(&r.plugins, &at("plugins"), c);
     }

@@ -24,6 +24,9 @@
 //! | anything else | echoes (request bodies are counted while streaming, never kept) |
 //!
 //! [`Upstream::set_status`] makes every path except `/health` answer a fixed status.
+//!
+//! [`Upstream::blackhole`] never answers and [`Upstream::reset`] resets every connection once a
+//! request arrives; both count requests in [`Upstream::hits`].
 
 use crate::body::{self, Body};
 use crate::certs::LeafCert;
@@ -40,6 +43,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU16, AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
+use tokio::io::AsyncReadExt;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tokio::task::{JoinHandle, JoinSet};
@@ -127,12 +131,31 @@ impl Upstream {
     }
 
     /// A server that accepts connections, reads what is sent, and never answers (the gateway's
-    /// read timeout must fire).
+    /// read timeout must fire). A connection that sent something counts in [`Upstream::hits`].
     pub async fn blackhole() -> Upstream {
-        Upstream::spawn("blackhole", |mut tcp, _state| async move {
+        Upstream::spawn("blackhole", |mut tcp, state| async move {
+            let mut first = [0u8; 1];
+            if matches!(tcp.read(&mut first).await, Ok(1)) {
+                state.hits.fetch_add(1, Ordering::Relaxed);
+            }
             let mut sink = tokio::io::sink();
             let _ = tokio::io::copy(&mut tcp, &mut sink).await;
             std::future::pending::<()>().await;
+        })
+        .await
+    }
+
+    /// A server that reads the start of each request, counts it in [`Upstream::hits`], then
+    /// resets the connection (RST) without answering: the gateway sees a broken exchange after
+    /// it sent the request.
+    pub async fn reset(name: &str) -> Upstream {
+        Upstream::spawn(name, |mut tcp, state| async move {
+            let mut buf = [0u8; 4096];
+            if matches!(tcp.read(&mut buf).await, Ok(n) if n > 0) {
+                state.hits.fetch_add(1, Ordering::Relaxed);
+                let _ = socket2::SockRef::from(&tcp).set_linger(Some(Duration::ZERO));
+            }
+            drop(tcp);
         })
         .await
     }

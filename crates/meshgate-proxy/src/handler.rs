@@ -116,7 +116,10 @@ pub async fn handle(
     finish(&snap, at, cx, resp).await
 }
 
-/// Picks a target, sends, and retries on another target while nothing has been sent.
+/// Picks a target, sends, and retries on another target as the route's retry policy and budget
+/// allow: after a failure that sent nothing (any method), or, for a request without a body whose
+/// method may be replayed, after a reset, a timeout or a listed status. The last attempt's outcome
+/// is what the client gets.
 async fn forward_upstream(
     cx: &mut RequestCtx,
     conn: &ConnCtx,
@@ -127,31 +130,49 @@ async fn forward_upstream(
     upgrade: bool,
 ) -> Result<Response<UpstreamBody>, Response<ProxyBody>> {
     let svc = &route.service;
+    let policy = &route.retry;
     let mut headers = std::mem::take(&mut cx.request.headers);
     let key = svc.balancer.hash_on().and_then(|h| meshgate_balance::hash_key(h, &headers, cx.client_addr.ip()));
     forward::strip_hop_by_hop(&mut headers, upgrade);
     forward::set_forwarded(&mut headers, &conn.info, client_host.as_ref());
     meshgate_core::auth::set_identity_headers(&mut headers, cx.auth.as_ref());
 
+    // Only a request without a body can be sent again once it left: a streamed body is gone
+    // (buffering bodies for replay is not done; see docs/traffic.md). Its head is copied up
+    // front, and only when the policy could use it.
+    let replayable = !upgrade
+        && policy.retries_after_send()
+        && http_body::Body::is_end_stream(&body)
+        && policy.may_replay(&cx.request.method);
     let mut req = Request::new(body);
     *req.method_mut() = cx.request.method.clone();
     *req.uri_mut() = forward::upstream_path(&cx.request.uri, route, matched_len).into();
     *req.version_mut() = Version::HTTP_11;
     *req.headers_mut() = headers;
+    let template = replayable.then(|| (req.method().clone(), req.uri().clone(), req.headers().clone()));
     let preserve = if route.preserve_host { client_host.as_ref() } else { None };
+    if policy.attempts > 0 {
+        policy.budget.record_request();
+    }
 
     let mut tried = Vec::new();
-    let mut attempt = 0;
+    let mut retries = 0;
     let mut last_failure: Option<(Failure, Arc<str>)> = None;
+    // A retried upstream answer, returned as it is should no target be left for the retry.
+    let mut last_response: Option<Response<UpstreamBody>> = None;
     loop {
         let Some(pick) = svc.balancer.pick(key, &tried) else {
             // A retry that finds no other target answers with what actually went wrong.
+            if let Some(resp) = last_response {
+                return Ok(resp);
+            }
             if let Some((failure, target)) = last_failure {
                 return Err(failure_response(&failure, &target));
             }
             let msg = format!("service {:?} has no healthy target", svc.name);
             return Err(ErrorKind::NoHealthyTarget.response(&msg));
         };
+        last_response = None;
         let index = pick.index();
         let target = &svc.targets[index];
         cx.upstream = Some(target.address.clone());
@@ -165,9 +186,24 @@ async fn forward_upstream(
             }
             req = Request::from_parts(parts, body);
         }
-        match client::send(svc, target, req, upgrade).await {
+        let retry_left = retries < policy.attempts;
+        match client::send(svc, &route.timeouts, target, req, upgrade).await {
             Ok(resp) => {
-                pick.status(resp.status().as_u16());
+                let status = resp.status().as_u16();
+                pick.status(status);
+                if retry_left
+                    && policy.on_status(status)
+                    && let Some(next) = replay(template.as_ref())
+                    && policy.budget.try_retry()
+                {
+                    tracing::debug!(target = %target.address, status, "retrying upstream answer");
+                    retries += 1;
+                    tried.push(index);
+                    req = next;
+                    last_response = Some(resp);
+                    last_failure = None;
+                    continue;
+                }
                 return Ok(resp);
             }
             Err(e) => {
@@ -177,18 +213,37 @@ async fn forward_upstream(
                     pick.failure();
                 }
                 tracing::debug!(target = %target.address, failure = ?e.failure, "upstream attempt failed");
-                match e.request {
-                    Some(r) if e.failure.nothing_sent() && attempt < svc.retries => {
-                        attempt += 1;
-                        tried.push(index);
-                        req = r;
-                        last_failure = Some((e.failure, target.address.clone()));
-                    }
-                    _ => return Err(failure_response(&e.failure, &target.address)),
+                // Sent nothing: the request came back and any method may go again.
+                let next = match e.request {
+                    Some(r) if e.failure.nothing_sent() || matches!(e.failure, Failure::Broken(_)) => Some(r),
+                    _ => replay(template.as_ref()),
+                };
+                if retry_left
+                    && policy.on_failure(&e.failure)
+                    && let Some(next) = next
+                    && policy.budget.try_retry()
+                {
+                    retries += 1;
+                    tried.push(index);
+                    req = next;
+                    last_failure = Some((e.failure, target.address.clone()));
+                    continue;
                 }
+                return Err(failure_response(&e.failure, &target.address));
             }
         }
     }
+}
+
+/// A fresh copy of a request without a body, from the head kept for replays.
+fn replay(template: Option<&(http::Method, http::Uri, http::HeaderMap)>) -> Option<Request<ProxyBody>> {
+    let (method, uri, headers) = template?;
+    let mut req = Request::new(ProxyBody::Empty);
+    *req.method_mut() = method.clone();
+    *req.uri_mut() = uri.clone();
+    *req.version_mut() = Version::HTTP_11;
+    *req.headers_mut() = headers.clone();
+    Some(req)
 }
 
 fn failure_response(failure: &Failure, target: &str) -> Response<ProxyBody> {

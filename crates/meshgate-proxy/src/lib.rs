@@ -13,6 +13,7 @@ mod handler;
 mod limits;
 mod log;
 pub mod mirror;
+mod retry;
 mod server;
 mod snapshot;
 mod split;
@@ -21,6 +22,8 @@ mod tls;
 mod tunnel;
 mod watch;
 
+pub use meshgate_balance::TargetStatus;
+pub use retry::RetryBudget;
 pub use snapshot::{Snapshot, compile};
 
 use arc_swap::ArcSwap;
@@ -128,6 +131,18 @@ impl Gateway {
     /// The bound address of each listener, by name (useful with port 0).
     pub fn local_addrs(&self) -> &[(String, SocketAddr)] {
         &self.addrs
+    }
+
+    /// Every upstream target's health (healthy or ejected, consecutive ejections, in flight),
+    /// for metrics. Takes a lock held only while compiling configs; not for the request path.
+    pub fn target_statuses(&self) -> Vec<TargetStatus> {
+        self.targets.statuses()
+    }
+
+    /// Each route's `(name, retries attempted, retries refused by the budget)` in the config now
+    /// serving.
+    pub fn retry_stats(&self) -> Vec<(Arc<str>, u64, u64)> {
+        self.shared.snapshot.load().retry_stats()
     }
 
     /// The config file this gateway reloads from.

@@ -4,10 +4,11 @@
 
 use crate::chain::{self, Chain, Instance};
 use crate::mirror::MirrorRt;
+use crate::retry::{RetryBudget, RetryRt};
 use crate::split::Split;
 use crate::tls;
 use meshgate_balance::{ActiveConfig, Balancer, PassiveConfig, TargetRegistry, TargetSpec, TargetState};
-use meshgate_config::model::{Algorithm, Config, Health, Listener, PluginRef, Protocol, Route, Service};
+use meshgate_config::model::{Algorithm, Config, Health, Listener, PluginRef, Protocol, Retry, Route, Service};
 use meshgate_config::{ConfigError, ConfigErrors, Document, HashOn, ServiceUrl, Source};
 use meshgate_core::{BuildContext, Consumer, Consumers, CredentialEntry, PluginScope, Registry, RouteInfo};
 use meshgate_router::{RouteSpec, Router};
@@ -31,6 +32,8 @@ pub struct Snapshot {
     pub(crate) active_checks: Vec<(String, Vec<Arc<TargetState>>, ActiveConfig)>,
     /// `(upstream, address)` of every target, so reloads can forget removed targets' state.
     pub(crate) live_targets: Vec<(String, String)>,
+    /// Each route's retry budget by route name, for metrics.
+    pub(crate) retry_budgets: Vec<(Arc<str>, Arc<RetryBudget>)>,
     /// Worker threads wanted (only read at start).
     pub(crate) workers: Option<usize>,
     /// How long to wait for requests in flight on shutdown.
@@ -71,6 +74,10 @@ pub struct RouteRt {
     pub(crate) split: Option<Box<Split>>,
     /// Where copies of the route's requests go, if anywhere.
     pub(crate) mirror: Option<Arc<MirrorRt>>,
+    /// The route's timeouts, falling back to the service's field by field.
+    pub(crate) timeouts: UpstreamTimeouts,
+    /// The route's retry policy (its own or the service's) with the route's own budget.
+    pub(crate) retry: RetryRt,
 }
 
 impl RouteRt {
@@ -90,6 +97,17 @@ impl RouteRt {
     pub(crate) fn branch(&self, i: usize) -> &RouteRt {
         self.split.as_ref().and_then(|s| s.branches.get(i)).unwrap_or(self)
     }
+}
+
+/// Timeouts of one exchange with an upstream.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct UpstreamTimeouts {
+    /// TCP connect plus TLS handshake.
+    pub(crate) connect: Duration,
+    /// Waiting for the response head, and between two reads of the response body.
+    pub(crate) read: Duration,
+    /// Between two writes; fixed when a connection opens (pooled connections keep theirs).
+    pub(crate) write: Duration,
 }
 
 /// How the gateway talks to a service's servers.
@@ -113,10 +131,10 @@ pub struct ServiceRt {
     pub(crate) tls: Option<(Arc<rustls::ClientConfig>, ServerName<'static>)>,
     /// Prepended to forwarded paths; "" for none.
     pub(crate) base_path: String,
-    pub(crate) connect_timeout: Duration,
-    pub(crate) read_timeout: Duration,
-    pub(crate) write_timeout: Duration,
-    pub(crate) retries: u32,
+    /// The service's timeouts; routes may override them.
+    pub(crate) timeouts: UpstreamTimeouts,
+    /// The service's retry policy (`retry` or the `retries` shorthand); routes may override it.
+    pub(crate) retry: Retry,
     /// Idle HTTP/1.1 connections kept per server and worker.
     pub(crate) max_idle: usize,
     /// Idle connections older than this are not reused.
@@ -157,6 +175,7 @@ pub fn compile(doc: &Document, registry: &Registry, targets: &TargetRegistry) ->
     }
 
     let mut routes = Vec::with_capacity(config.routes.len());
+    let mut retry_budgets = Vec::with_capacity(config.routes.len());
     for (i, r) in config.routes.iter().enumerate() {
         let spec = match RouteSpec::from_config(r) {
             Ok(spec) => spec,
@@ -166,6 +185,12 @@ pub fn compile(doc: &Document, registry: &Registry, targets: &TargetRegistry) ->
             }
         };
         let Some(rt) = route(r, &services, &plugins) else { continue }; // validation reported it
+        match &rt.split {
+            None => retry_budgets.push((rt.info.name.clone(), rt.retry.budget.clone())),
+            Some(split) => {
+                retry_budgets.extend(split.branches.iter().map(|b| (b.info.name.clone(), b.retry.budget.clone())));
+            }
+        }
         routes.push((spec, rt));
     }
     if !errors.is_empty() {
@@ -190,6 +215,7 @@ pub fn compile(doc: &Document, registry: &Registry, targets: &TargetRegistry) ->
         listeners,
         active_checks,
         live_targets,
+        retry_budgets,
         workers: config.runtime.workers,
         drain_timeout: config.runtime.drain_timeout.get(),
         watch_config: config.runtime.watch_config,
@@ -200,6 +226,9 @@ pub fn compile(doc: &Document, registry: &Registry, targets: &TargetRegistry) ->
 /// (its balancer, timeouts and the plugins of global, that service and the route), and the
 /// mirror shared by all of them. `None` when a service is unknown (validation said so).
 fn route(r: &Route, services: &HashMap<&str, Arc<ServiceRt>>, plugins: &Plugins) -> Option<RouteRt> {
+    // A route's own retry policy has one budget for the whole route, split or not; without one,
+    // each service's policy applies with a budget of its own.
+    let route_retry = r.retry.as_ref().map(RetryRt::new);
     let at = |svc: &Arc<ServiceRt>, chain: Chain, mirror: Option<Arc<MirrorRt>>| RouteRt {
         info: RouteInfo { name: r.name.as_str().into(), service: svc.name.clone() },
         service: svc.clone(),
@@ -208,6 +237,8 @@ fn route(r: &Route, services: &HashMap<&str, Arc<ServiceRt>>, plugins: &Plugins)
         chain,
         split: None,
         mirror,
+        timeouts: route_timeouts(svc.timeouts, r.timeouts.as_ref()),
+        retry: route_retry.clone().unwrap_or_else(|| RetryRt::new(&svc.retry)),
     };
     let mirror = match &r.mirror {
         Some(m) if m.percentage > 0.0 => {
@@ -423,10 +454,8 @@ fn service(
         proto,
         tls,
         base_path,
-        connect_timeout: t.connect.get(),
-        read_timeout: t.read.get(),
-        write_timeout: t.write.get(),
-        retries: s.retries,
+        timeouts: UpstreamTimeouts { connect: t.connect.get(), read: t.read.get(), write: t.write.get() },
+        retry: s.retry_policy(),
         max_idle: s.keepalive.max_idle,
         idle_timeout: s.keepalive.idle_timeout.get(),
     };
@@ -448,7 +477,7 @@ struct Origin<'a> {
     base_path: String,
 }
 
-fn origin<'a>(config: &'a Config, s: &Service, field: &str, source: &Source) -> Result<Origin<'a>, ConfigError> {
+fn origin<'a>(config: &'a Config, s: &'a Service, field: &str, source: &Source) -> Result<Origin<'a>, ConfigError> {
     match (&s.url, &s.upstream) {
         (Some(url), _) => {
             let u = ServiceUrl::parse(url).map_err(|m| source.error(format!("{field}.url"), m))?;
@@ -462,7 +491,7 @@ fn origin<'a>(config: &'a Config, s: &Service, field: &str, source: &Source) -> 
                 specs: vec![TargetSpec { address, weight: 1 }],
                 algorithm: Algorithm::default(),
                 hash_on: None,
-                health: None,
+                health: s.health.as_ref(),
                 base_path: u.base_path.clone(),
                 url: Some(u),
             })
@@ -487,6 +516,19 @@ fn origin<'a>(config: &'a Config, s: &Service, field: &str, source: &Source) -> 
     }
 }
 
+/// A route's timeouts: its own where set, else the service's.
+fn route_timeouts(
+    service: UpstreamTimeouts,
+    route: Option<&meshgate_config::model::RouteTimeouts>,
+) -> UpstreamTimeouts {
+    let Some(r) = route else { return service };
+    UpstreamTimeouts {
+        connect: r.connect.map_or(service.connect, |d| d.get()),
+        read: r.read.map_or(service.read, |d| d.get()),
+        write: r.write.map_or(service.write, |d| d.get()),
+    }
+}
+
 /// The host part of `host:port` (IPv6 brackets removed).
 pub(crate) fn host_of(address: &str) -> &str {
     let host = address.rsplit_once(':').map_or(address, |(h, _)| h);
@@ -494,6 +536,12 @@ pub(crate) fn host_of(address: &str) -> &str {
 }
 
 impl Snapshot {
+    /// Each route's retry counters by route name: `(route, retries attempted, retries refused
+    /// because the budget was spent)`. Counters start at zero with each config snapshot.
+    pub fn retry_stats(&self) -> Vec<(Arc<str>, u64, u64)> {
+        self.retry_budgets.iter().map(|(r, b)| (r.clone(), b.retries_attempted(), b.budget_exhausted())).collect()
+    }
+
     /// Warnings about routes that can never match, for `validate` and reload logs.
     pub fn route_findings(&self) -> Vec<String> {
         use meshgate_router::Finding;

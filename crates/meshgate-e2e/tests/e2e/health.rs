@@ -111,7 +111,7 @@ async fn all_targets_down_gives_503() {
 upstreams:
   - name: dead
     targets: [{{address: "{c1}"}}, {{address: "{c2}"}}]
-    health: {{passive: {{unhealthy_after: 1, recover_after: 60s}}}}
+    health: {{passive: {{unhealthy_after: 1, recover_after: 60s, max_ejected_percent: 100}}}}
 services: [{{name: dead, upstream: dead}}]
 routes: [{{name: dead, service: dead, paths: ["/"]}}]
 "#

@@ -15,6 +15,7 @@ mod plugins;
 mod pool;
 mod rate_limit;
 mod reload;
+mod resilience;
 mod routing;
 mod tls;
 mod traffic;

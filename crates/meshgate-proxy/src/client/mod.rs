@@ -8,7 +8,7 @@ mod pool;
 
 pub use body::UpstreamBody;
 
-use crate::snapshot::{Proto, ServiceRt, TargetRt};
+use crate::snapshot::{Proto, ServiceRt, TargetRt, UpstreamTimeouts};
 use body::Returnable;
 use http::{Request, Response};
 use hyper::client::conn::{http1, http2};
@@ -65,10 +65,12 @@ impl<F: Future + 'static> hyper::rt::Executor<F> for LocalExec {
     }
 }
 
-/// Sends `req` to `target`. For `upgrade` requests (WebSocket) a fresh HTTP/1.1 connection is
-/// used and never pooled: after the 101 it belongs to the tunnel.
+/// Sends `req` to `target` within the timeouts `t` (the route's, falling back to the service's).
+/// For `upgrade` requests (WebSocket) a fresh HTTP/1.1 connection is used and never pooled: after
+/// the 101 it belongs to the tunnel.
 pub async fn send(
     svc: &ServiceRt,
+    t: &UpstreamTimeouts,
     target: &TargetRt,
     req: Request<ProxyBody>,
     upgrade: bool,
@@ -78,7 +80,7 @@ pub async fn send(
         if matches!(svc.proto, Proto::H2c | Proto::Tls)
             && let Some(sender) = pool::h2(&target.pool_key)
         {
-            return send_h2(svc, sender, req).await;
+            return send_h2(svc, t, sender, req).await;
         }
         // Idle HTTP/1.1 connections may have been closed by the server since; a request that
         // could not be sent on one comes back and goes on the next or a new connection.
@@ -86,30 +88,30 @@ pub async fn send(
             if sender.ready().await.is_err() {
                 continue;
             }
-            match send_h1(svc, target, sender, req).await {
+            match send_h1(svc, t, target, sender, req).await {
                 Err(SendError { failure: Failure::Broken(_), request: Some(r) }) => req = r,
                 done => return done,
             }
         }
     }
-    let conn = match timeout(svc.connect_timeout, connect(svc, target, upgrade)).await {
+    let conn = match timeout(t.connect, connect(svc, t, target, upgrade)).await {
         Ok(Ok(conn)) => conn,
         Ok(Err(e)) => return Err(SendError { failure: Failure::Connect(e), request: Some(req) }),
         Err(_) => return Err(SendError { failure: Failure::ConnectTimeout, request: Some(req) }),
     };
     match conn {
         Conn::H1(sender) if upgrade => {
-            let resp = timeout(svc.read_timeout, sender_send(sender, req)).await;
+            let resp = timeout(t.read, sender_send(sender, req)).await;
             match resp {
-                Ok(Ok(r)) => Ok(r.map(|b| UpstreamBody::new(b, svc.read_timeout, None))),
+                Ok(Ok(r)) => Ok(r.map(|b| UpstreamBody::new(b, t.read, None))),
                 Ok(Err(e)) => Err(SendError { failure: classify(&e), request: None }),
                 Err(_) => Err(SendError { failure: Failure::ReadTimeout, request: None }),
             }
         }
-        Conn::H1(sender) => send_h1(svc, target, sender, req).await,
+        Conn::H1(sender) => send_h1(svc, t, target, sender, req).await,
         Conn::H2(sender) => {
             pool::put_h2(target.pool_key.clone(), sender.clone());
-            send_h2(svc, sender, req).await
+            send_h2(svc, t, sender, req).await
         }
     }
 }
@@ -123,15 +125,16 @@ async fn sender_send(
 
 async fn send_h1(
     svc: &ServiceRt,
+    t: &UpstreamTimeouts,
     target: &TargetRt,
     mut sender: http1::SendRequest<ProxyBody>,
     req: Request<ProxyBody>,
 ) -> Result<Response<UpstreamBody>, SendError> {
     let fut = sender.try_send_request(req);
-    match timeout(svc.read_timeout, fut).await {
+    match timeout(t.read, fut).await {
         Ok(Ok(resp)) => {
             let conn = Returnable { key: target.pool_key.clone(), sender, max_idle: svc.max_idle };
-            Ok(resp.map(|b| UpstreamBody::new(b, svc.read_timeout, Some(conn))))
+            Ok(resp.map(|b| UpstreamBody::new(b, t.read, Some(conn))))
         }
         Ok(Err(mut e)) => {
             let request = e.take_message();
@@ -143,13 +146,14 @@ async fn send_h1(
 
 async fn send_h2(
     svc: &ServiceRt,
+    t: &UpstreamTimeouts,
     mut sender: http2::SendRequest<ProxyBody>,
     mut req: Request<ProxyBody>,
 ) -> Result<Response<UpstreamBody>, SendError> {
     to_h2(&mut req, svc.tls.is_some());
     let fut = sender.try_send_request(req);
-    match timeout(svc.read_timeout, fut).await {
-        Ok(Ok(resp)) => Ok(resp.map(|b| UpstreamBody::new(b, svc.read_timeout, None))),
+    match timeout(t.read, fut).await {
+        Ok(Ok(resp)) => Ok(resp.map(|b| UpstreamBody::new(b, t.read, None))),
         Ok(Err(mut e)) => {
             let request = e.take_message();
             Err(SendError { failure: classify(e.error()), request })
@@ -187,7 +191,7 @@ fn classify(e: &hyper::Error) -> Failure {
     Failure::Broken(e.to_string())
 }
 
-async fn connect(svc: &ServiceRt, target: &TargetRt, upgrade: bool) -> Result<Conn, String> {
+async fn connect(svc: &ServiceRt, t: &UpstreamTimeouts, target: &TargetRt, upgrade: bool) -> Result<Conn, String> {
     let tcp = TcpStream::connect(&*target.address).await.map_err(|e| format!("connect to {}: {e}", target.address))?;
     let _ = tcp.set_nodelay(true);
     let stream = match &svc.tls {
@@ -201,7 +205,7 @@ async fn connect(svc: &ServiceRt, target: &TargetRt, upgrade: bool) -> Result<Co
         None => Stream::Tcp(tcp),
     };
     let h2 = !upgrade && (svc.proto == Proto::H2c || io::is_h2(&stream));
-    let io = TokioIo::new(TimedStream::new(stream, svc.write_timeout));
+    let io = TokioIo::new(TimedStream::new(stream, t.write));
     let handshake_err = |e: hyper::Error| format!("HTTP handshake with {}: {e}", target.address);
     if h2 {
         let (sender, conn) =

@@ -27,6 +27,8 @@ pub(crate) fn r(name: &str) -> R {
         strip_path: false,
         preserve_host: false,
         priority: 0,
+        retry: None,
+        timeouts: None,
         plugins: vec![],
     })
 }
