@@ -1,6 +1,7 @@
 //! Picking a target for a request: round robin, least connections or consistent hash over the
 //! healthy targets, with atomics only so worker threads never wait on each other.
 
+use crate::limit::{NoTarget, TargetLimit};
 use crate::schedule::{ring, smooth_wrr};
 use crate::state::{TargetRegistry, TargetState};
 use meshgate_config::HashOn;
@@ -68,6 +69,8 @@ pub struct Balancer {
     ring: Vec<(u64, u32)>,
     cursor: Cursor,
     passive: Option<PassiveConfig>,
+    /// Per-target concurrency limit, if any.
+    limit: Option<TargetLimit>,
 }
 
 impl Balancer {
@@ -110,7 +113,44 @@ impl Balancer {
             ring,
             cursor: Cursor::default(),
             passive,
+            limit: None,
         }
+    }
+
+    /// Limits every target to `limit.max_in_flight` requests at once ([`Balancer::pick_or_wait`]
+    /// queues the rest).
+    pub fn with_target_limit(mut self, limit: TargetLimit) -> Balancer {
+        self.limit = Some(limit);
+        self
+    }
+
+    /// Like [`Balancer::pick`], but when every healthy target is at its limit, waits in the
+    /// upstream's queue for a slot.
+    pub async fn pick_or_wait(&self, key: Option<u64>, exclude: &[usize]) -> Result<Pick, NoTarget> {
+        if let Some(p) = self.pick(key, exclude) {
+            return Ok(p);
+        }
+        let (Some(limit), Some(first)) = (&self.limit, self.targets.first()) else { return Err(NoTarget::Unavailable) };
+        // Waiting only helps when a target is up but full.
+        if !self.targets.iter().any(|t| t.is_healthy()) {
+            return Err(NoTarget::Unavailable);
+        }
+        first.group().waiters.wait_for(limit, || self.pick(key, exclude)).await.ok_or(NoTarget::Busy)
+    }
+
+    /// Requests waiting for a slot of this upstream now (0 without a target limit).
+    pub fn queued(&self) -> usize {
+        self.targets.first().map_or(0, |t| t.group().waiters.queued())
+    }
+
+    /// Whether target `index` may take one more request, limits considered; `Some(trial)` when
+    /// it may (see [`TargetState::try_acquire`]).
+    fn acquire(&self, index: usize, now: &mut Option<u64>) -> Option<bool> {
+        let target = &self.targets[index];
+        if self.limit.is_some_and(|l| target.in_flight() >= l.max_in_flight) {
+            return None;
+        }
+        target.try_acquire(now)
     }
 
     /// Picks a target for one request. `key`: from [`crate::hash_key`] (consistent hash only;
@@ -119,13 +159,27 @@ impl Balancer {
     /// excluded healthy target is picked rather than failing). `None` means no target is
     /// available, and the proxy answers 503.
     pub fn pick(&self, key: Option<u64>, exclude: &[usize]) -> Option<Pick> {
-        let mut now = None;
-        let (index, trial) = self
-            .select(key, exclude, &mut now)
-            .or_else(|| if exclude.is_empty() { None } else { self.select(key, &[], &mut now) })?;
-        let state = Arc::clone(&self.targets[index]);
-        state.begin_flight();
-        Some(Pick { index, state, passive: self.passive, trial })
+        // With a target limit, another thread may take a target's last slot between the check
+        // and the count: pick again (each lost race means a target just filled up).
+        for _ in 0..=self.targets.len() {
+            let mut now = None;
+            let (index, trial) = self
+                .select(key, exclude, &mut now)
+                .or_else(|| if exclude.is_empty() { None } else { self.select(key, &[], &mut now) })?;
+            let state = Arc::clone(&self.targets[index]);
+            match self.limit {
+                None => state.begin_flight(),
+                Some(l) if state.try_begin_flight(l.max_in_flight) => {}
+                Some(_) => {
+                    if trial {
+                        state.end_trial();
+                    }
+                    continue;
+                }
+            }
+            return Some(Pick { index, state, passive: self.passive, trial });
+        }
+        None
     }
 
     /// What consistent hashing hashes on, so the proxy knows which key to compute.
@@ -186,7 +240,7 @@ impl Balancer {
                 continue;
             }
             if !exclude.contains(&index)
-                && let Some(trial) = self.targets[index].try_acquire(now)
+                && let Some(trial) = self.acquire(index, now)
             {
                 return Some((index, trial));
             }
@@ -212,7 +266,7 @@ impl Balancer {
                 continue;
             }
             let target = &self.targets[index];
-            match target.try_acquire(now) {
+            match self.acquire(index, now) {
                 None => continue,
                 // A half-open trial is one request per `recover_after`: give it at once.
                 Some(true) => return Some((index, true)),

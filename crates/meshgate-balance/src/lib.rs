@@ -15,6 +15,7 @@
 mod active;
 mod balancer;
 mod hash;
+mod limit;
 mod outlier;
 mod schedule;
 mod state;
@@ -22,8 +23,11 @@ mod state;
 pub use active::{ActiveChecker, ActiveConfig};
 pub use balancer::{Balancer, PassiveConfig, Pick, TargetSpec};
 pub use hash::hash_key;
+pub use limit::{NoTarget, TargetLimit};
 pub use outlier::{TargetStatus, ejection_time, may_eject};
 pub use state::{TargetRegistry, TargetState};
 
+#[cfg(test)]
+mod limit_tests;
 #[cfg(test)]
 mod tests;

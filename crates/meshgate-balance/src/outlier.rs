@@ -31,6 +31,8 @@ pub(crate) struct UpstreamGroup {
     targets: AtomicU32,
     /// Targets currently ejected by passive health.
     ejected: AtomicU32,
+    /// Requests waiting for a slot when the upstream has a target limit.
+    pub(crate) waiters: crate::limit::Waiters,
 }
 
 impl UpstreamGroup {

@@ -140,8 +140,14 @@ impl TargetState {
         self.in_flight.fetch_add(1, Ordering::Relaxed);
     }
 
+    /// Counts one more request in flight unless `max` already are (per-target limits).
+    pub(crate) fn try_begin_flight(&self, max: u32) -> bool {
+        self.in_flight.fetch_update(Ordering::AcqRel, Ordering::Relaxed, |n| (n < max).then_some(n + 1)).is_ok()
+    }
+
     pub(crate) fn end_flight(&self) {
-        self.in_flight.fetch_sub(1, Ordering::Relaxed);
+        self.in_flight.fetch_sub(1, Ordering::Release);
+        self.group.waiters.slot_freed();
     }
 
     pub(crate) fn add_prober(&self) {

@@ -184,6 +184,37 @@ pub struct Upstream {
     /// Active and passive health checking.
     #[serde(default)]
     pub health: Health,
+    /// At most this many requests with each target at once; the rest wait in a queue.
+    #[serde(default)]
+    pub target_limit: Option<TargetLimit>,
+}
+
+/// A hard limit of requests in flight per upstream target (like Knative's
+/// `containerConcurrency`), with a bounded queue for the requests that find every target full.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct TargetLimit {
+    /// Requests one target may have in flight (until its response head arrives).
+    pub max_in_flight: u32,
+    /// Where requests wait when every healthy target is full.
+    #[serde(default)]
+    pub queue: Queue,
+}
+
+/// A bounded wait.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Queue {
+    /// Requests that may wait; more are refused at once with 503 (0: none wait).
+    pub size: usize,
+    /// How long a request may wait.
+    pub timeout: Duration,
+}
+
+impl Default for Queue {
+    fn default() -> Self {
+        Queue { size: 100, timeout: Duration::from_secs(5) }
+    }
 }
 
 /// Load-balancing algorithm.
@@ -306,6 +337,9 @@ pub struct Service {
     /// with `upstream` take health from the upstream.
     #[serde(default)]
     pub health: Option<Health>,
+    /// Per-target concurrency limit of a `url` service's server (with `upstream`, the upstream's).
+    #[serde(default)]
+    pub target_limit: Option<TargetLimit>,
     /// Reuse of idle connections to this service's servers.
     #[serde(default)]
     pub keepalive: Keepalive,

@@ -2,7 +2,7 @@
 //! resolve, addresses and patterns that parse. Every problem is reported, not only the first.
 
 use crate::error::ConfigError;
-use crate::model::{Algorithm, Config, Health, PluginRef, Retry, RetryOn, Route};
+use crate::model::{Algorithm, Config, Health, PluginRef, Retry, RetryOn, Route, TargetLimit};
 use crate::patterns::{HashOn, PathPattern, ServiceUrl, check_host_port};
 use crate::source::Source;
 use std::collections::HashSet;
@@ -121,6 +121,14 @@ fn upstreams(config: &Config, c: &mut Checker) {
             (None, _) => {}
         }
         health(&u.health, &at("health"), c);
+        target_limit(u.target_limit.as_ref(), &at("target_limit"), c);
+    }
+}
+
+/// A per-target concurrency limit, of an upstream or of a `url` service.
+fn target_limit(l: Option<&TargetLimit>, at: &str, c: &mut Checker) {
+    if l.is_some_and(|l| l.max_in_flight == 0) {
+        c.err(format!("{at}.max_in_flight"), "must be at least 1");
     }
 }
 
@@ -223,6 +231,12 @@ fn services(config: &Config, c: &mut Checker) {
             (Some(_), Some(_)) => c.err(at("retries"), "set either retries (shorthand) or retry, not both"),
             (Some(r), None) => retry(r, &at("retry"), c),
             _ => {}
+        }
+        match (&s.target_limit, &s.upstream) {
+            (Some(_), Some(_)) => {
+                c.err(at("target_limit"), "a service with upstream: takes target_limit from the upstream")
+            }
+            (l, _) => target_limit(l.as_ref(), &at("target_limit"), c),
         }
         match (&s.health, &s.upstream) {
             (Some(_), Some(_)) => c.err(at("health"), "a service with upstream: takes health checks from the upstream"),

@@ -12,6 +12,7 @@ use crate::tunnel;
 use http::header::{self, HeaderValue};
 use http::{Request, Response, StatusCode, Version};
 use hyper::body::Incoming;
+use meshgate_balance::NoTarget;
 use meshgate_core::{BodyLimit, ClientCert, ErrorKind, Flow, ProxyBody, RequestCtx, ResponseInfo};
 use meshgate_router::RequestView;
 use std::net::SocketAddr;
@@ -161,16 +162,25 @@ async fn forward_upstream(
     // A retried upstream answer, returned as it is should no target be left for the retry.
     let mut last_response: Option<Response<UpstreamBody>> = None;
     loop {
-        let Some(pick) = svc.balancer.pick(key, &tried) else {
-            // A retry that finds no other target answers with what actually went wrong.
-            if let Some(resp) = last_response {
-                return Ok(resp);
+        let pick = match svc.balancer.pick_or_wait(key, &tried).await {
+            Ok(pick) => pick,
+            Err(NoTarget::Busy) => {
+                let msg = format!("every target of service {:?} is at its limit; retry later", svc.name);
+                let mut resp = ErrorKind::Unavailable.response(&msg);
+                resp.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+                return Err(resp);
             }
-            if let Some((failure, target)) = last_failure {
-                return Err(failure_response(&failure, &target));
+            Err(NoTarget::Unavailable) => {
+                // A retry that finds no other target answers with what actually went wrong.
+                if let Some(resp) = last_response {
+                    return Ok(resp);
+                }
+                if let Some((failure, target)) = last_failure {
+                    return Err(failure_response(&failure, &target));
+                }
+                let msg = format!("service {:?} has no healthy target", svc.name);
+                return Err(ErrorKind::NoHealthyTarget.response(&msg));
             }
-            let msg = format!("service {:?} has no healthy target", svc.name);
-            return Err(ErrorKind::NoHealthyTarget.response(&msg));
         };
         last_response = None;
         let index = pick.index();

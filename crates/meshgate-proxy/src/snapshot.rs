@@ -7,7 +7,7 @@ use crate::mirror::MirrorRt;
 use crate::retry::{RetryBudget, RetryRt};
 use crate::split::Split;
 use crate::tls;
-use meshgate_balance::{ActiveConfig, Balancer, PassiveConfig, TargetRegistry, TargetSpec, TargetState};
+use meshgate_balance::{ActiveConfig, Balancer, PassiveConfig, TargetLimit, TargetRegistry, TargetSpec, TargetState};
 use meshgate_config::model::{Algorithm, Config, Health, Listener, PluginRef, Protocol, Retry, Route, Service};
 use meshgate_config::{ConfigError, ConfigErrors, Document, HashOn, ServiceUrl, Source};
 use meshgate_core::{BuildContext, Consumer, Consumers, CredentialEntry, PluginScope, Registry, RouteInfo};
@@ -413,9 +413,16 @@ fn service(
     } else {
         None
     };
-    let Origin { balancer_name, specs, algorithm, hash_on, health, url, base_path } = origin;
+    let Origin { balancer_name, specs, algorithm, hash_on, health, target_limit, url, base_path } = origin;
     let passive = health.and_then(|h| h.passive.as_ref()).map(PassiveConfig::from);
-    let balancer = Balancer::new(&balancer_name, algorithm, hash_on, &specs, passive, registry);
+    let mut balancer = Balancer::new(&balancer_name, algorithm, hash_on, &specs, passive, registry);
+    if let Some(l) = target_limit {
+        balancer = balancer.with_target_limit(TargetLimit {
+            max_in_flight: l.max_in_flight,
+            queue_size: l.queue.size,
+            queue_timeout: l.queue.timeout.get(),
+        });
+    }
     if let Some(a) = health.and_then(|h| h.active.as_ref())
         && !active_checks.iter().any(|(n, _, _)| n == &balancer_name)
     {
@@ -471,6 +478,7 @@ struct Origin<'a> {
     algorithm: Algorithm,
     hash_on: Option<HashOn>,
     health: Option<&'a Health>,
+    target_limit: Option<&'a meshgate_config::model::TargetLimit>,
     /// The parsed URL; its host names the server in Host and TLS.
     url: Option<ServiceUrl>,
     /// Prepended to forwarded paths.
@@ -492,6 +500,7 @@ fn origin<'a>(config: &'a Config, s: &'a Service, field: &str, source: &Source) 
                 algorithm: Algorithm::default(),
                 hash_on: None,
                 health: s.health.as_ref(),
+                target_limit: s.target_limit.as_ref(),
                 base_path: u.base_path.clone(),
                 url: Some(u),
             })
@@ -508,6 +517,7 @@ fn origin<'a>(config: &'a Config, s: &'a Service, field: &str, source: &Source) 
                 algorithm: up.algorithm,
                 hash_on: up.hash_on.as_deref().and_then(|h| HashOn::parse(h).ok()),
                 health: Some(&up.health),
+                target_limit: up.target_limit.as_ref(),
                 url: None,
                 base_path: s.path.as_deref().unwrap_or("").trim_end_matches('/').to_owned(),
             })

@@ -146,3 +146,43 @@ routes:
     assert_eq!(up.hits(), 5);
     assert_eq!((in_flight().in_flight, in_flight().queued), (0, 0), "slots are given back");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn target_limit_caps_each_server_and_queues_the_rest() {
+    let (a, b) = (Upstream::http("a").await, Upstream::http("b").await);
+    let gw = TestGateway::start(&config(&format!(
+        r#"
+upstreams:
+  - name: pool
+    targets: [{{address: "{a}"}}, {{address: "{b}"}}]
+    target_limit: {{max_in_flight: 2, queue: {{size: 2, timeout: 5s}}}}
+services: [{{name: s, upstream: pool}}]
+routes: [{{name: r, service: s, paths: ["/"]}}]
+"#,
+        a = a.addr(),
+        b = b.addr()
+    )));
+    let addr = gw.addr();
+    // 7 at once against held servers: 2 per server, 2 waiting, 1 refused at once.
+    let burst: Vec<_> = (0..7).map(|_| tokio::spawn(async move { client::get(addr, "/hold").await })).collect();
+    meshgate_e2e::wait_for("both servers full", Duration::from_secs(5), || async {
+        (a.in_flight() == 2 && b.in_flight() == 2).then_some(())
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!((a.in_flight(), b.in_flight()), (2, 2), "never more than max_in_flight per server");
+    a.open_gate();
+    b.open_gate();
+    let mut statuses = Vec::new();
+    for r in burst {
+        let resp = r.await.unwrap();
+        if resp.status == 503 {
+            resp.assert_error(503, "unavailable");
+            assert_eq!(resp.header("retry-after"), Some("1"));
+        }
+        statuses.push(resp.status.as_u16());
+    }
+    statuses.sort();
+    assert_eq!(statuses, [200, 200, 200, 200, 200, 200, 503]);
+    assert_eq!(a.hits() + b.hits(), 6);
+}
