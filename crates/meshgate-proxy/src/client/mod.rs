@@ -88,8 +88,16 @@ pub async fn send(
             if sender.ready().await.is_err() {
                 continue;
             }
+            // A server may close an idle keep-alive connection just as it is reused, after the
+            // request went out: a bodiless idempotent request lost that way is sent again on a
+            // fresh connection, as nginx and browsers do. Its head is kept for that.
+            let mut again = stale_retry_copy(&req);
             match send_h1(svc, t, target, sender, req).await {
                 Err(SendError { failure: Failure::Broken(_), request: Some(r) }) => req = r,
+                Err(SendError { failure: Failure::Broken(_), request: None }) if again.is_some() => {
+                    req = again.take().expect("checked");
+                    break;
+                }
                 done => return done,
             }
         }
@@ -114,6 +122,23 @@ pub async fn send(
             send_h2(svc, t, sender, req).await
         }
     }
+}
+
+/// A copy of `req` for resending after a stale pooled connection broke, when that is safe: no
+/// body, and a method that may be repeated.
+fn stale_retry_copy(req: &Request<ProxyBody>) -> Option<Request<ProxyBody>> {
+    use http::Method;
+    let idempotent =
+        matches!(*req.method(), Method::GET | Method::HEAD | Method::OPTIONS | Method::PUT | Method::DELETE);
+    if !idempotent || !http_body::Body::is_end_stream(req.body()) {
+        return None;
+    }
+    let mut copy = Request::new(ProxyBody::Empty);
+    *copy.method_mut() = req.method().clone();
+    *copy.uri_mut() = req.uri().clone();
+    *copy.version_mut() = req.version();
+    *copy.headers_mut() = req.headers().clone();
+    Some(copy)
 }
 
 async fn sender_send(
