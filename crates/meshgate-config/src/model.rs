@@ -35,6 +35,17 @@ pub struct Config {
     /// The callers that authentication plugins recognise.
     #[serde(default)]
     pub consumers: Vec<Consumer>,
+    /// The status listener: health endpoints and Prometheus metrics, apart from client traffic.
+    #[serde(default)]
+    pub status: Option<Status>,
+}
+
+/// Where the status endpoints (`/status/live`, `/status/ready`, `/status`, `/metrics`) listen.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Status {
+    /// `ip:port` to bind; keep it on a private interface.
+    pub address: String,
 }
 
 /// A caller of the APIs (a user or a calling system), with its groups and credentials.

@@ -74,11 +74,24 @@ fn listeners(config: &Config, c: &mut Checker) {
         config.listeners.iter().enumerate().map(|(i, l)| (format!("listeners[{i}].name"), l.name.as_str())),
     );
     let mut addresses = HashSet::new();
+    if let Some(st) = &config.status {
+        match st.address.parse::<SocketAddr>() {
+            Ok(addr) => {
+                addresses.insert(addr);
+            }
+            Err(_) => c.err(
+                "status.address".to_owned(),
+                format!("invalid address {:?}: use ip:port, e.g. 127.0.0.1:8100", st.address),
+            ),
+        }
+    }
     for (i, l) in config.listeners.iter().enumerate() {
         match l.address.parse::<SocketAddr>() {
-            Ok(addr) if !addresses.insert(addr) => {
-                c.err(format!("listeners[{i}].address"), format!("address {addr} is used by another listener"))
-            }
+            // Port 0 asks the OS for a free port: never a clash.
+            Ok(addr) if addr.port() != 0 && !addresses.insert(addr) => c.err(
+                format!("listeners[{i}].address"),
+                format!("address {addr} is used by another listener or the status listener"),
+            ),
             Ok(_) => {}
             Err(_) => c.err(
                 format!("listeners[{i}].address"),

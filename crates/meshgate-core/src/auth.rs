@@ -66,6 +66,21 @@ pub struct AuthFailures {
 pub static AUTH_FAILURES: AuthFailures =
     AuthFailures { missing: AtomicU64::new(0), invalid: AtomicU64::new(0), forbidden: AtomicU64::new(0) };
 
+/// Registers `meshgate_auth_failures_total{reason}`.
+pub fn register_metrics(registry: &mut crate::metrics::MetricsRegistry) {
+    registry.register_collector(crate::metrics::collector(|enc| {
+        let f = &AUTH_FAILURES;
+        let samples = [("missing", &f.missing), ("invalid", &f.invalid), ("forbidden", &f.forbidden)]
+            .map(|(reason, n)| (vec![("reason", reason.to_owned())], n.load(Ordering::Relaxed)));
+        crate::metrics::counters(
+            enc,
+            "meshgate_auth_failures",
+            "Requests refused: 401 missing or invalid credentials, 403 forbidden.",
+            samples,
+        )
+    }));
+}
+
 /// The authentication methods of one route, as one `on_request` step.
 pub struct AuthStage {
     methods: Box<[Arc<dyn Authenticator>]>,

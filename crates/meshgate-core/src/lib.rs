@@ -9,6 +9,7 @@ mod body;
 mod consumers;
 mod context;
 mod error;
+pub mod metrics;
 mod plugin;
 mod registry;
 mod secret;

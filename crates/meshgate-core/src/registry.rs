@@ -98,6 +98,9 @@ pub trait PluginFactory: Send + Sync + 'static {
     fn check_credentials(&self, _cx: &BuildContext) -> Result<(), PluginConfigError> {
         Ok(())
     }
+    /// Registers the plugin's metrics (collectors read at scrape time, see [`crate::metrics`]);
+    /// called once when the gateway starts.
+    fn register_metrics(&self, _registry: &mut crate::metrics::MetricsRegistry) {}
 }
 
 /// The plugins a gateway knows, by name.
@@ -121,6 +124,11 @@ impl Registry {
     /// The factory for `name`.
     pub fn get(&self, name: &str) -> Option<&Arc<dyn PluginFactory>> {
         self.factories.get(name)
+    }
+
+    /// Every registered factory, sorted by name.
+    pub fn factories(&self) -> impl Iterator<Item = &Arc<dyn PluginFactory>> + '_ {
+        self.factories.values()
     }
 
     /// Registered names, sorted, for error messages.

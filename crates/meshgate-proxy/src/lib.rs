@@ -12,11 +12,13 @@ mod forward;
 mod handler;
 mod limits;
 mod log;
+mod metrics;
 pub mod mirror;
 mod retry;
 mod server;
 mod snapshot;
 mod split;
+mod status;
 mod stream;
 mod tls;
 mod tunnel;
@@ -63,6 +65,10 @@ pub struct Gateway {
     loaded: AtomicU64,
     /// Health checkers of the current snapshot; replaced on reload. Only touched by reloads.
     checkers: Mutex<Vec<ActiveChecker>>,
+    /// Readiness, reload counts and uptime, for the status endpoints.
+    stats: Arc<metrics::GatewayStats>,
+    /// Where the status endpoints listen, if configured.
+    status_addr: Option<SocketAddr>,
 }
 
 impl Gateway {
@@ -97,6 +103,16 @@ impl Gateway {
             }
             addrs.push((l.name.to_string(), addr));
         }
+        let status_listener = match &doc.config.status {
+            Some(st) => {
+                let l = std::net::TcpListener::bind(st.address.as_str())
+                    .and_then(|l| l.set_nonblocking(true).map(|()| l))
+                    .map_err(|e| StartError::Io(format!("status listener on {}: {e}", st.address)))?;
+                Some(l)
+            }
+            None => None,
+        };
+        let status_addr = status_listener.as_ref().and_then(|l| l.local_addr().ok());
         let open = snap.listeners.iter().map(|_| AtomicUsize::new(0)).collect();
         let checkers = spawn_checkers(&control, &snap);
         let shared = Arc::new(Shared {
@@ -113,7 +129,13 @@ impl Gateway {
                 .map_err(|e| StartError::Io(format!("cannot start worker thread: {e}")))?;
             handles.push(h);
         }
-        tracing::info!(workers, listeners = ?addrs, "meshgate started");
+        let stats = Arc::new(metrics::GatewayStats::new(text_hash(doc.source.text())));
+        if let Some(l) = status_listener {
+            let metrics = metrics::registry(stats.clone(), shared.clone(), targets.clone(), &registry);
+            status::spawn(&control, l, Arc::new(status::StatusState { stats: stats.clone(), metrics }));
+        }
+        stats.ready.store(true, Ordering::Release);
+        tracing::info!(workers, listeners = ?addrs, status = ?status_addr, "meshgate started");
         Ok(Gateway {
             shared,
             config_path: config_path.to_owned(),
@@ -125,7 +147,15 @@ impl Gateway {
             control,
             control_thread: Mutex::new(Some(control_thread)),
             checkers: Mutex::new(checkers),
+            stats,
+            status_addr,
         })
+    }
+
+    /// Where the status endpoints (`/status/live`, `/status/ready`, `/status`, `/metrics`)
+    /// listen, when `status.address` is configured.
+    pub fn status_addr(&self) -> Option<SocketAddr> {
+        self.status_addr
     }
 
     /// The bound address of each listener, by name (useful with port 0).
@@ -153,6 +183,13 @@ impl Gateway {
     /// Re-reads the config file. On success the new config serves every new request and the
     /// warnings about unreachable routes are returned; on failure nothing changes.
     pub fn reload(&self) -> Result<Vec<String>, ConfigErrors> {
+        let result = self.try_reload();
+        let counter = if result.is_ok() { &self.stats.reloads_ok } else { &self.stats.reloads_failed };
+        counter.fetch_add(1, Ordering::Relaxed);
+        result
+    }
+
+    fn try_reload(&self) -> Result<Vec<String>, ConfigErrors> {
         let doc = meshgate_config::load_file(&self.config_path)?;
         let snap = compile(&doc, &self.registry, &self.targets)?;
         let current = self.shared.snapshot.load();
@@ -174,12 +211,23 @@ impl Gateway {
         if snap.watch_config != current.watch_config {
             warnings.push("runtime.watch_config changed: takes effect at the next restart".to_owned());
         }
+        let status = doc.config.status.as_ref().and_then(|s| s.address.parse::<SocketAddr>().ok());
+        // Port 0 means "any": the bound port then counts as the same address.
+        let same_status = match (status, self.status_addr) {
+            (None, None) => true,
+            (Some(want), Some(bound)) => want.ip() == bound.ip() && (want.port() == 0 || want.port() == bound.port()),
+            _ => false,
+        };
+        if !same_status {
+            warnings.push("status.address changed: takes effect at the next restart".to_owned());
+        }
         let mut checkers = lock(&self.checkers);
         // Old balancers keep their own handles on dropped targets until they go.
         self.targets.retain(&snap.live_targets);
         let new_checkers = spawn_checkers(&self.control, &snap);
         self.shared.snapshot.store(Arc::new(snap));
         self.loaded.store(text_hash(doc.source.text()), Ordering::Relaxed);
+        self.stats.config_hash.store(text_hash(doc.source.text()), Ordering::Relaxed);
         for old in checkers.drain(..) {
             old.stop();
         }
@@ -191,6 +239,8 @@ impl Gateway {
     /// when every worker has exited.
     /// Safe to call more than once; dropping the gateway does the same.
     pub fn shutdown(&self) {
+        // Not ready while draining, so load balancers stop sending before the listeners close.
+        self.stats.ready.store(false, Ordering::Release);
         self.shared.shutdown.send_replace(true);
         let workers = std::mem::take(&mut *lock(&self.workers));
         for w in workers {

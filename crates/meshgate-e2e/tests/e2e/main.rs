@@ -17,6 +17,7 @@ mod rate_limit;
 mod reload;
 mod resilience;
 mod routing;
+mod status;
 mod tls;
 mod traffic;
 mod websocket;

@@ -9,6 +9,7 @@
 
 use http::header::{HeaderValue, RETRY_AFTER};
 use meshgate_config::units::Duration;
+use meshgate_core::metrics::{self, MetricsRegistry};
 use meshgate_core::{
     BuildContext, Built, ErrorKind, Flow, Phases, Plugin, PluginConfigError, PluginFactory, RequestCtx, async_trait,
     parse_config,
@@ -142,6 +143,24 @@ impl PluginFactory for Factory {
         });
         LIMITERS.lock().unwrap_or_else(|e| e.into_inner()).push(Arc::downgrade(&limiter));
         Ok(Built::Plugin(Arc::new(ConcurrencyLimit(limiter))))
+    }
+    fn register_metrics(&self, registry: &mut MetricsRegistry) {
+        registry.register_collector(metrics::collector(|enc| {
+            let loads = snapshot();
+            let by = |f: fn(&Load) -> usize| {
+                loads.iter().map(move |l| (vec![("scope", l.scope.clone())], f(l) as i64)).collect::<Vec<_>>()
+            };
+            metrics::gauges(enc, "meshgate_concurrency_in_flight", "Requests holding a slot.", by(|l| l.in_flight))?;
+            metrics::gauges(enc, "meshgate_concurrency_queued", "Requests waiting for a slot.", by(|l| l.queued))?;
+            metrics::gauges(enc, "meshgate_concurrency_limit", "Configured max_in_flight.", by(|l| l.max_in_flight))?;
+            let rejected = [(Vec::new(), REJECTED.load(Ordering::Relaxed))];
+            metrics::counters(
+                enc,
+                "meshgate_concurrency_rejected",
+                "Requests refused: queue full or wait timed out.",
+                rejected,
+            )
+        }));
     }
 }
 

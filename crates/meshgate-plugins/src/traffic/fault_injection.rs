@@ -8,6 +8,7 @@
 
 use http::StatusCode;
 use meshgate_config::units::Duration;
+use meshgate_core::metrics::{self, MetricsRegistry};
 use meshgate_core::{
     BuildContext, Built, Flow, Phases, Plugin, PluginConfigError, PluginFactory, RequestCtx, async_trait, json_error,
     parse_config,
@@ -83,6 +84,13 @@ impl PluginFactory for Factory {
             None => None,
         };
         Ok(Built::Plugin(Arc::new(FaultInjection { delay, abort })))
+    }
+    fn register_metrics(&self, registry: &mut MetricsRegistry) {
+        registry.register_collector(metrics::collector(|enc| {
+            let samples = [("delay", &DELAYED), ("abort", &ABORTED)]
+                .map(|(fault, n)| (vec![("fault", fault.to_owned())], n.load(Ordering::Relaxed)));
+            metrics::counters(enc, "meshgate_faults_injected", "Requests delayed or aborted on purpose.", samples)
+        }));
     }
 }
 

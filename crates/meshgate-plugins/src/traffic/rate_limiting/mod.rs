@@ -14,6 +14,7 @@ mod redis;
 use http::header::{HeaderName, HeaderValue, RETRY_AFTER};
 use http::{Response, StatusCode};
 use meshgate_config::units::Duration;
+use meshgate_core::metrics::{self, MetricsRegistry};
 use meshgate_core::{
     BuildContext, Built, ErrorKind, Flow, Phases, Plugin, PluginConfigError, PluginFactory, RequestCtx, Secret,
     async_trait, json_error, parse_config,
@@ -189,6 +190,18 @@ impl PluginFactory for Factory {
             on_error: c.on_store_error,
             hide_headers: c.hide_client_headers,
         })))
+    }
+    fn register_metrics(&self, registry: &mut MetricsRegistry) {
+        registry.register_collector(metrics::collector(|enc| {
+            let n = |c: &AtomicU64| [(Vec::new(), c.load(Ordering::Relaxed))];
+            metrics::counters(enc, "meshgate_rate_limit_rejected", "Requests refused with 429.", n(&REJECTED))?;
+            metrics::counters(
+                enc,
+                "meshgate_rate_limit_store_errors",
+                "Times the rate-limit store (Redis) could not be asked in time.",
+                n(&STORE_ERRORS),
+            )
+        }));
     }
 }
 

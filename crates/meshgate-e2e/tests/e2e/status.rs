@@ -1,0 +1,102 @@
+//! The status listener: health endpoints and `/metrics`, scraped and parsed with a Prometheus
+//! text parser after known traffic.
+
+use meshgate_e2e::{TestGateway, Upstream, client};
+use std::collections::HashMap;
+
+/// `name{labels}` → value, from a scrape parsed by `prometheus-parse`.
+fn scrape_values(text: &str) -> HashMap<String, f64> {
+    let lines = text.lines().map(|l| Ok(l.to_owned()));
+    let scrape = prometheus_parse::Scrape::parse(lines).expect("a valid Prometheus text exposition");
+    scrape
+        .samples
+        .into_iter()
+        .map(|s| {
+            let mut labels: Vec<_> = s.labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
+            labels.sort();
+            let value = match s.value {
+                prometheus_parse::Value::Counter(v)
+                | prometheus_parse::Value::Gauge(v)
+                | prometheus_parse::Value::Untyped(v) => v,
+                _ => f64::NAN,
+            };
+            (format!("{}{{{}}}", s.metric, labels.join(",")), value)
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_endpoints_and_metrics_after_known_traffic() {
+    let up = Upstream::http("up").await;
+    let yaml = |limit: u32| {
+        format!(
+            r#"
+runtime: {{workers: 2, watch_config: false, drain_timeout: 1s}}
+listeners: [{{name: main, address: "127.0.0.1:0"}}]
+status: {{address: "127.0.0.1:0"}}
+upstreams: [{{name: pool, targets: [{{address: "{a}"}}]}}]
+services: [{{name: s, upstream: pool}}]
+routes:
+  - name: keyed
+    service: s
+    paths: ["/keyed"]
+    plugins: [{{name: key-auth}}, {{name: rate-limiting, config: {{day: {limit}, limit_by: consumer}}}}]
+  - name: open
+    service: s
+    paths: ["/open"]
+    plugins: [{{name: concurrency-limit, config: {{max_in_flight: 5}}}}]
+consumers: [{{username: alice, credentials: {{key-auth: [{{key: k1}}]}}}}]
+"#,
+            a = up.addr()
+        )
+    };
+    let gw = TestGateway::start(&yaml(2));
+    let status = gw.gateway().status_addr().expect("status listener");
+    let addr = gw.addr();
+
+    let live = client::get(status, "/status/live").await;
+    assert_eq!((live.status.as_u16(), live.json()["status"].clone()), (200, "live".into()));
+    let ready = client::get(status, "/status/ready").await;
+    assert_eq!(ready.status, 200);
+    let info = client::get(status, "/status").await.json();
+    assert_eq!(info["config_version"], 1);
+    assert_eq!(info["version"], env!("CARGO_PKG_VERSION"));
+    assert_eq!(client::get(status, "/nope").await.status, 404);
+
+    // Known traffic: 2 missing-credential 401s, 1 invalid, 2 admitted and 1 rate-limited.
+    let before = scrape_values(&client::get(status, "/metrics").await.text());
+    let failures =
+        |m: &HashMap<String, f64>, reason: &str| m[&format!("meshgate_auth_failures_total{{reason={reason}}}")];
+    for _ in 0..2 {
+        assert_eq!(client::get(addr, "/keyed").await.status, 401);
+    }
+    assert_eq!(client::get_with(addr, "/keyed", &[("apikey", "nope")]).await.status, 401);
+    for status in [200, 200, 429] {
+        assert_eq!(client::get_with(addr, "/keyed", &[("apikey", "k1")]).await.status, status);
+    }
+    assert_eq!(client::get(addr, "/open").await.status, 200);
+    // One good reload and one bad one.
+    gw.write_config(&yaml(5));
+    gw.reload().expect("good reload");
+    gw.write_config("routes: [oops");
+    assert!(gw.reload().is_err());
+
+    let metrics = client::get(status, "/metrics").await;
+    assert_eq!(metrics.status, 200);
+    assert!(metrics.header("content-type").unwrap().starts_with("application/openmetrics-text"));
+    let after = scrape_values(&metrics.text());
+    // Counters are process-wide (other tests run in this process): compare differences.
+    assert_eq!(failures(&after, "missing") - failures(&before, "missing"), 2.0);
+    assert_eq!(failures(&after, "invalid") - failures(&before, "invalid"), 1.0);
+    let rejected = "meshgate_rate_limit_rejected_total{}";
+    assert!(after[rejected] - before[rejected] >= 1.0);
+    assert_eq!(after["meshgate_config_reloads_total{result=ok}"], 1.0);
+    assert_eq!(after["meshgate_config_reloads_total{result=failed}"], 1.0);
+    assert_eq!(after["meshgate_config_version{}"], 2.0);
+    assert_eq!(after[&format!("meshgate_upstream_target_healthy{{target={},upstream=pool}}", up.addr())], 1.0);
+    assert_eq!(after[&format!("meshgate_upstream_target_in_flight{{target={},upstream=pool}}", up.addr())], 0.0);
+    assert!(after.contains_key("meshgate_connections_open{listener=main}"));
+    assert_eq!(after["meshgate_concurrency_limit{scope=route:open}"], 5.0);
+    assert_eq!(after["meshgate_concurrency_in_flight{scope=route:open}"], 0.0);
+    assert_eq!(client::get(status, "/status").await.json()["config_version"], 2);
+}
