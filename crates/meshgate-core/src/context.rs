@@ -97,6 +97,8 @@ pub struct RequestCtx {
     pub auth: Option<Authenticated>,
     /// The upstream target chosen for this attempt, from `before_upstream` on.
     pub upstream: Option<Arc<str>>,
+    /// How long the answering upstream took to send its response head (the last attempt).
+    pub upstream_time: Option<std::time::Duration>,
     /// Set before the log phase.
     pub response: Option<ResponseInfo>,
     /// When the gateway received the request head.
@@ -116,6 +118,7 @@ impl RequestCtx {
             client_cert: None,
             auth: None,
             upstream: None,
+            upstream_time: None,
             response: None,
             started: Instant::now(),
             vars: http::Extensions::new(),

@@ -197,8 +197,10 @@ async fn forward_upstream(
             req = Request::from_parts(parts, body);
         }
         let retry_left = retries < policy.attempts;
+        let sent = std::time::Instant::now();
         match client::send(svc, &route.timeouts, target, req, upgrade).await {
             Ok(resp) => {
+                cx.upstream_time = Some(sent.elapsed());
                 let status = resp.status().as_u16();
                 pick.status(status);
                 if retry_left
@@ -283,6 +285,8 @@ async fn finish(
     mut cx: RequestCtx,
     resp: Response<ProxyBody>,
 ) -> Response<ProxyBody> {
+    let stats = route.map_or(&snap.unmatched_stats, |(_, _, r)| r.stats());
+    stats.record(&cx.request.method, resp.status(), cx.started.elapsed(), cx.upstream_time);
     let chain: &Chain = route.map_or(&snap.unmatched, |(_, _, r)| &r.chain);
     if chain.on_response.is_empty() && chain.on_log.is_empty() {
         return resp;

@@ -126,11 +126,141 @@ pub(crate) fn registry(
             ("skipped", &mirror::SKIPPED),
         ]
         .map(|(outcome, n)| (label("outcome", outcome), n.load(Ordering::Relaxed)));
-        metrics::counters(enc, "meshgate_mirror_requests", "Mirror copies by outcome.", mirrored)
+        metrics::counters(enc, "meshgate_mirror_requests", "Mirror copies by outcome.", mirrored)?;
+        encode_routes(enc, &snap)
     }));
     meshgate_core::auth::register_metrics(&mut r);
     for f in plugins.factories() {
         f.register_metrics(&mut r);
     }
     r
+}
+
+/// Methods with a label of their own; the rest count as `OTHER`.
+const METHODS: [http::Method; 7] = [
+    http::Method::GET,
+    http::Method::HEAD,
+    http::Method::POST,
+    http::Method::PUT,
+    http::Method::DELETE,
+    http::Method::PATCH,
+    http::Method::OPTIONS,
+];
+const METHOD_LABELS: [&str; 8] = ["GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "OTHER"];
+const CLASS_LABELS: [&str; 5] = ["1xx", "2xx", "3xx", "4xx", "5xx"];
+/// Latency bucket upper bounds, in seconds.
+const BOUNDS: [f64; 12] = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0];
+
+/// A latency histogram in relaxed atomics: one `fetch_add` per bucket hit, no lock.
+#[derive(Default)]
+struct Latency {
+    /// Per-bucket counts; the last is everything above the last bound.
+    buckets: [AtomicU64; BOUNDS.len() + 1],
+    sum_us: AtomicU64,
+}
+
+impl Latency {
+    fn observe(&self, d: std::time::Duration) {
+        let secs = d.as_secs_f64();
+        let i = BOUNDS.iter().position(|b| secs <= *b).unwrap_or(BOUNDS.len());
+        self.buckets[i].fetch_add(1, Ordering::Relaxed);
+        self.sum_us.fetch_add(d.as_micros() as u64, Ordering::Relaxed);
+    }
+
+    /// `(sum in seconds, count, per-bucket (bound, count))` for the encoder.
+    fn read(&self) -> (f64, u64, Vec<(f64, u64)>) {
+        let buckets: Vec<(f64, u64)> = BOUNDS
+            .iter()
+            .copied()
+            .chain([f64::MAX])
+            .zip(&self.buckets)
+            .map(|(b, n)| (b, n.load(Ordering::Relaxed)))
+            .collect();
+        let count = buckets.iter().map(|(_, n)| n).sum();
+        (self.sum_us.load(Ordering::Relaxed) as f64 / 1e6, count, buckets)
+    }
+}
+
+/// Requests and latencies of one route (or of requests that matched none), counted when the
+/// response head is sent. Relaxed atomics: no lock on the request path. Counts start again with
+/// each config (Prometheus' `rate()` handles the reset).
+#[derive(Default)]
+pub(crate) struct RouteStats {
+    requests: [[AtomicU64; CLASS_LABELS.len()]; METHOD_LABELS.len()],
+    total: Latency,
+    upstream: Latency,
+}
+
+impl RouteStats {
+    /// One request answered with `status` after `total`, of which `upstream` waiting for the
+    /// upstream's response head (none when the gateway answered itself).
+    pub(crate) fn record(
+        &self,
+        method: &http::Method,
+        status: http::StatusCode,
+        total: std::time::Duration,
+        upstream: Option<std::time::Duration>,
+    ) {
+        let m = METHODS.iter().position(|x| x == method).unwrap_or(METHODS.len());
+        let c = (usize::from(status.as_u16() / 100)).clamp(1, 5) - 1;
+        self.requests[m][c].fetch_add(1, Ordering::Relaxed);
+        self.total.observe(total);
+        if let Some(u) = upstream {
+            self.upstream.observe(u);
+        }
+    }
+}
+
+/// Writes the request counters and latency histograms of every route of `snap`.
+fn encode_routes(
+    enc: &mut prometheus_client::encoding::DescriptorEncoder<'_>,
+    snap: &crate::Snapshot,
+) -> std::fmt::Result {
+    use prometheus_client::metrics::MetricType;
+    let all = snap.route_stats();
+    let requests = all.iter().flat_map(|(route, service, s)| {
+        s.requests.iter().enumerate().flat_map(move |(m, row)| {
+            row.iter().enumerate().filter_map(move |(c, n)| {
+                let n = n.load(Ordering::Relaxed);
+                (n > 0).then(|| {
+                    let labels: Labels = vec![
+                        ("route", route.to_string()),
+                        ("service", service.to_string()),
+                        ("method", METHOD_LABELS[m].to_owned()),
+                        ("status_class", CLASS_LABELS[c].to_owned()),
+                    ];
+                    (labels, n)
+                })
+            })
+        })
+    });
+    metrics::counters(
+        enc,
+        "meshgate_requests",
+        "Requests answered, by route, service, method and status class (route \"\" matched none).",
+        requests,
+    )?;
+    for (name, help, pick) in [
+        (
+            "meshgate_request_duration_seconds",
+            "Time from the request head to the response head.",
+            (|s: &RouteStats| &s.total) as fn(&RouteStats) -> &Latency,
+        ),
+        (
+            "meshgate_upstream_duration_seconds",
+            "Time waiting for the upstream's response head, per attempt that got one.",
+            |s: &RouteStats| &s.upstream,
+        ),
+    ] {
+        let mut family = enc.encode_descriptor(name, help, None, MetricType::Histogram)?;
+        for (route, service, s) in &all {
+            let (sum, count, buckets) = pick(s).read();
+            if count == 0 {
+                continue;
+            }
+            let labels: Labels = vec![("route", route.to_string()), ("service", service.to_string())];
+            family.encode_family(&labels)?.encode_histogram::<Labels>(sum, count, &buckets, None)?;
+        }
+    }
+    Ok(())
 }

@@ -24,6 +24,8 @@ pub struct Snapshot {
     pub(crate) router: Router<RouteRt>,
     /// Global plugins, for requests that match no route.
     pub(crate) unmatched: Chain,
+    /// Counts of requests that matched no route.
+    pub(crate) unmatched_stats: crate::metrics::RouteStats,
     /// Client-side limits.
     pub(crate) limits: Limits,
     /// Listener settings, including TLS.
@@ -78,9 +80,17 @@ pub struct RouteRt {
     pub(crate) timeouts: UpstreamTimeouts,
     /// The route's retry policy (its own or the service's) with the route's own budget.
     pub(crate) retry: RetryRt,
+    /// Request counts and latencies, allocated at the route's first request (a 10,000-route
+    /// table pays only for the routes that get traffic).
+    pub(crate) stats: std::sync::OnceLock<Box<crate::metrics::RouteStats>>,
 }
 
 impl RouteRt {
+    /// The route's request counters.
+    pub(crate) fn stats(&self) -> &crate::metrics::RouteStats {
+        self.stats.get_or_init(Default::default)
+    }
+
     /// The route as it applies to this request: itself, or for a split route the service
     /// chosen for the request, with that branch's index.
     pub(crate) fn choose(&self, headers: &http::HeaderMap) -> (usize, &RouteRt) {
@@ -203,6 +213,7 @@ pub fn compile(doc: &Document, registry: &Registry, targets: &TargetRegistry) ->
     Ok(Snapshot {
         router,
         unmatched: Chain::merge(&[&plugins.global]),
+        unmatched_stats: Default::default(),
         limits: Limits {
             max_header_bytes: l.max_header_bytes.bytes() as usize,
             max_headers: l.max_headers,
@@ -239,6 +250,7 @@ fn route(r: &Route, services: &HashMap<&str, Arc<ServiceRt>>, plugins: &Plugins)
         mirror,
         timeouts: route_timeouts(svc.timeouts, r.timeouts.as_ref()),
         retry: route_retry.clone().unwrap_or_else(|| RetryRt::new(&svc.retry)),
+        stats: Default::default(),
     };
     let mirror = match &r.mirror {
         Some(m) if m.percentage > 0.0 => {
@@ -550,6 +562,25 @@ impl Snapshot {
     /// because the budget was spent)`. Counters start at zero with each config snapshot.
     pub fn retry_stats(&self) -> Vec<(Arc<str>, u64, u64)> {
         self.retry_budgets.iter().map(|(r, b)| (r.clone(), b.retries_attempted(), b.budget_exhausted())).collect()
+    }
+
+    /// `(route, service, counters)` of every route (each service of a split route apart) that
+    /// has had a request, and of the requests that matched no route (route and service "").
+    pub(crate) fn route_stats(&self) -> Vec<(Arc<str>, Arc<str>, &crate::metrics::RouteStats)> {
+        let mut out = vec![(Arc::from(""), Arc::from(""), &self.unmatched_stats)];
+        for i in 0..self.router.len() {
+            let Some(r) = self.router.get(i) else { continue };
+            let branches: Vec<&RouteRt> = match &r.split {
+                Some(s) => s.branches.iter().collect(),
+                None => vec![r],
+            };
+            for b in branches {
+                if let Some(s) = b.stats.get() {
+                    out.push((b.info.name.clone(), b.info.service.clone(), &**s));
+                }
+            }
+        }
+        out
     }
 
     /// Warnings about routes that can never match, for `validate` and reload logs.

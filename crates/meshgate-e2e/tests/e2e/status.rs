@@ -99,4 +99,19 @@ consumers: [{{username: alice, credentials: {{key-auth: [{{key: k1}}]}}}}]
     assert_eq!(after["meshgate_concurrency_limit{scope=route:open}"], 5.0);
     assert_eq!(after["meshgate_concurrency_in_flight{scope=route:open}"], 0.0);
     assert_eq!(client::get(status, "/status").await.json()["config_version"], 2);
+
+    // Per-route counts of the config now serving (they start again with each config).
+    assert_eq!(client::get(addr, "/open").await.status, 200);
+    assert_eq!(client::get(addr, "/nowhere").await.status, 404);
+    let text = client::get(status, "/metrics").await.text();
+    let m = scrape_values(&text);
+    assert_eq!(m["meshgate_requests_total{method=GET,route=open,service=s,status_class=2xx}"], 1.0);
+    assert_eq!(m["meshgate_requests_total{method=GET,route=,service=,status_class=4xx}"], 1.0);
+    assert!(text.contains("meshgate_request_duration_seconds_count{route=\"open\",service=\"s\"} 1"), "{text}");
+    assert!(text.contains("meshgate_upstream_duration_seconds_count{route=\"open\",service=\"s\"} 1"), "{text}");
+    assert!(
+        text.contains("meshgate_request_duration_seconds_bucket{le=\"+Inf\",route=\"open\",service=\"s\"} 1")
+            || text.contains("meshgate_request_duration_seconds_bucket{route=\"open\",service=\"s\",le=\"+Inf\"} 1"),
+        "{text}"
+    );
 }
