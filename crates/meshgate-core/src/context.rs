@@ -61,6 +61,10 @@ impl ClientCert {
     }
 }
 
+/// The request's id (from `request-id`), for logs and traces.
+#[derive(Clone, Debug)]
+pub struct RequestId(pub http::HeaderValue);
+
 /// The response as sent to the client, known in the log phase.
 #[derive(Clone, Debug)]
 pub struct ResponseInfo {

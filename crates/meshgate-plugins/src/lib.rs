@@ -5,6 +5,7 @@
 pub mod access;
 pub mod auth;
 pub mod headers;
+pub mod observability;
 #[cfg(test)]
 mod testing;
 pub mod traffic;
@@ -16,6 +17,7 @@ pub fn builtin() -> Registry {
     auth::jwt::install_crypto();
     let mut r = Registry::new();
     r.register(access::acl::Factory);
+    r.register(observability::access_log::Factory);
     r.register(access::ip_restriction::Factory);
     r.register(auth::basic_auth::Factory);
     r.register(auth::jwt::Factory);

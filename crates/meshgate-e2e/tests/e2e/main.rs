@@ -2,6 +2,7 @@
 //! One test binary (one link) with a module per area; `streaming.rs` is separate because it
 //! measures the process's memory and must run alone.
 
+mod access_log;
 mod auth;
 mod balancing;
 mod errors;

@@ -49,10 +49,6 @@ struct RequestId {
     echo: bool,
 }
 
-/// The id chosen for a request, kept for the response phase.
-#[derive(Clone)]
-struct ChosenId(http::HeaderValue);
-
 #[async_trait]
 impl Plugin for RequestId {
     fn phases(&self) -> Phases {
@@ -66,14 +62,13 @@ impl Plugin for RequestId {
             _ => new_id(),
         };
         cx.request.headers.insert(self.header.clone(), id.clone());
-        if self.echo {
-            cx.vars.insert(ChosenId(id));
-        }
+        // Kept for the response (when echoed) and for access logs.
+        cx.vars.insert(meshgate_core::RequestId(id));
         Flow::Continue
     }
 
     async fn on_response(&self, cx: &mut RequestCtx, response: &mut http::response::Parts) {
-        if let Some(ChosenId(id)) = cx.vars.get::<ChosenId>() {
+        if let Some(meshgate_core::RequestId(id)) = cx.vars.get::<meshgate_core::RequestId>().filter(|_| self.echo) {
             response.headers.insert(self.header.clone(), id.clone());
         }
     }
