@@ -44,18 +44,7 @@ pub fn counters(
     help: &str,
     samples: impl IntoIterator<Item = (Labels, u64)>,
 ) -> fmt::Result {
-    let samples: Vec<_> = samples.into_iter().collect();
-    let mut family = enc.encode_descriptor(name, help, None, MetricType::Counter)?;
-    if let [(labels, v)] = samples.as_slice()
-        && labels.is_empty()
-    {
-        // Unlabelled: `name value`, not `name{} value`.
-        return ConstCounter::new(*v).encode(family);
-    }
-    for (labels, v) in samples {
-        ConstCounter::new(v).encode(family.encode_family(&labels)?)?;
-    }
-    Ok(())
+    family(enc, name, help, MetricType::Counter, samples, ConstCounter::new)
 }
 
 /// Writes a gauge family with one sample per label set.
@@ -65,16 +54,27 @@ pub fn gauges(
     help: &str,
     samples: impl IntoIterator<Item = (Labels, i64)>,
 ) -> fmt::Result {
+    family(enc, name, help, MetricType::Gauge, samples, ConstGauge::new)
+}
+
+fn family<V: Copy, M: EncodeMetric>(
+    enc: &mut DescriptorEncoder<'_>,
+    name: &str,
+    help: &str,
+    metric_type: MetricType,
+    samples: impl IntoIterator<Item = (Labels, V)>,
+    metric: impl Fn(V) -> M,
+) -> fmt::Result {
     let samples: Vec<_> = samples.into_iter().collect();
-    let mut family = enc.encode_descriptor(name, help, None, MetricType::Gauge)?;
+    let mut family = enc.encode_descriptor(name, help, None, metric_type)?;
     if let [(labels, v)] = samples.as_slice()
         && labels.is_empty()
     {
         // Unlabelled: `name value`, not `name{} value`.
-        return ConstGauge::new(*v).encode(family);
+        return metric(*v).encode(family);
     }
     for (labels, v) in samples {
-        ConstGauge::new(v).encode(family.encode_family(&labels)?)?;
+        metric(v).encode(family.encode_family(&labels)?)?;
     }
     Ok(())
 }
