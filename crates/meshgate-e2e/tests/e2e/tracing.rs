@@ -281,6 +281,7 @@ async fn a_dead_collector_never_slows_requests() {
     let url = format!("http://{}/api/v2/spans", dead.addr());
     let gw = TestGateway::start(&config(&format!(
         r#"
+status: {{address: "127.0.0.1:0"}}
 services: [{{name: s, url: "http://{a}"}}]
 routes: [{{name: r, service: s, paths: ["/"]}}]
 plugins: [{{name: tracing, config: {{zipkin: {{url: "{url}", queue: 10, batch_size: 5, flush_interval: 10ms, timeout: 300ms}}}}}}]
@@ -301,4 +302,13 @@ plugins: [{{name: tracing, config: {{zipkin: {{url: "{url}", queue: 10, batch_si
     })
     .await;
     assert!(dead.hits() >= 1, "the exporter did try");
+    // The counters are exported.
+    let metrics = client::get(gw.gateway().status_addr().expect("status listener"), "/metrics").await.text();
+    let value = |name: &str| -> u64 {
+        let line = metrics.lines().find(|l| l.starts_with(&format!("{name} "))).unwrap_or_else(|| panic!("{name}"));
+        line.rsplit(' ').next().unwrap().parse().unwrap()
+    };
+    assert!(value("meshgate_tracing_spans_dropped_total") >= 300);
+    assert!(value("meshgate_tracing_export_errors_total") >= 1);
+    value("meshgate_tracing_spans_exported_total");
 }
