@@ -6,6 +6,7 @@
 //! unrelated requests into one trace. Everything here works on bytes without allocating; only
 //! writing the outgoing header values allocates, which propagation cannot avoid.
 
+use bytes::Bytes;
 use http::{HeaderMap, HeaderValue};
 use serde::Deserialize;
 
@@ -176,9 +177,12 @@ fn lower_hex(s: &[u8]) -> Option<u128> {
 }
 
 /// Writes the context for the next hop: `span` is the id of our span the upstream's spans hang
-/// under. B3 replaces any incoming `b3` single header (which names the caller's span, not ours).
-pub fn inject(headers: &mut HeaderMap, formats: &[Format], trace: TraceId, span: u64, parent: u64, sampled: bool) {
-    let value = |s: String| HeaderValue::from_str(&s).expect("hex is a valid header value");
+/// under, `decision` ours (debug is B3's `X-B3-Flags: 1`, which implies sampled, so
+/// `X-B3-Sampled` is left out then, as B3 asks). B3 replaces any incoming `b3` single header
+/// (which names the caller's span, not ours). One allocation per header value.
+pub fn inject(headers: &mut HeaderMap, formats: &[Format], trace: TraceId, span: u64, parent: u64, decision: Decision) {
+    let value = |s: String| HeaderValue::from_maybe_shared(Bytes::from(s)).expect("hex is a valid header value");
+    let sampled = decision != Decision::Deny;
     for f in formats {
         match f {
             Format::B3 => {
@@ -186,8 +190,13 @@ pub fn inject(headers: &mut HeaderMap, formats: &[Format], trace: TraceId, span:
                 headers.insert("x-b3-traceid", value(trace.hex()));
                 headers.insert("x-b3-spanid", value(format!("{span:016x}")));
                 headers.insert("x-b3-parentspanid", value(format!("{parent:016x}")));
-                headers.insert("x-b3-sampled", HeaderValue::from_static(if sampled { "1" } else { "0" }));
-                headers.remove("x-b3-flags");
+                if decision == Decision::Debug {
+                    headers.remove("x-b3-sampled");
+                    headers.insert("x-b3-flags", HeaderValue::from_static("1"));
+                } else {
+                    headers.insert("x-b3-sampled", HeaderValue::from_static(if sampled { "1" } else { "0" }));
+                    headers.remove("x-b3-flags");
+                }
             }
             Format::W3c => {
                 let flags = if sampled { "01" } else { "00" };
@@ -307,7 +316,7 @@ mod tests {
     fn inject_writes_both_formats() {
         let mut h = headers(&[("b3", "1"), ("x-b3-flags", "1"), ("tracestate", "k=v")]);
         let trace = TraceId { value: 0xa3ce929d0e0e4736, short: true };
-        inject(&mut h, &[Format::B3, Format::W3c], trace, 0x1234, 0x5678, false);
+        inject(&mut h, &[Format::B3, Format::W3c], trace, 0x1234, 0x5678, Decision::Deny);
         assert_eq!(h["x-b3-traceid"], T16);
         assert_eq!(h["x-b3-spanid"], "0000000000001234");
         assert_eq!(h["x-b3-parentspanid"], "0000000000005678");
@@ -315,5 +324,10 @@ mod tests {
         assert_eq!(h["traceparent"], format!("00-0000000000000000{T16}-0000000000001234-00"));
         assert_eq!(h["tracestate"], "k=v");
         assert!(h.get("b3").is_none() && h.get("x-b3-flags").is_none());
+        inject(&mut h, &[Format::B3, Format::W3c], trace, 0x1234, 0x5678, Decision::Debug);
+        assert_eq!((h.get("x-b3-sampled"), &h["x-b3-flags"]), (None, &HeaderValue::from_static("1")));
+        assert!(h["traceparent"].to_str().unwrap().ends_with("-01"));
+        inject(&mut h, &[Format::W3c], trace, 0x1234, 0x5678, Decision::Sample);
+        assert_eq!(h["x-b3-flags"], "1", "B3 headers are left alone when B3 is not configured");
     }
 }

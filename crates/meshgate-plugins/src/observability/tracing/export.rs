@@ -52,6 +52,9 @@ pub struct Span {
     /// The other side: the upstream target for client spans.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub remote_endpoint: Option<Endpoint>,
+    /// Recorded because the caller asked for debug (B3 `X-B3-Flags: 1`).
+    #[serde(skip_serializing_if = "is_false")]
+    pub debug: bool,
     /// String-valued annotations (`http.method`, `error`, …).
     pub tags: HashMap<&'static str, String>,
 }
@@ -72,6 +75,11 @@ pub struct Endpoint {
     /// The port.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub port: Option<u16>,
+}
+
+/// For `skip_serializing_if`: `debug` is written only when true.
+fn is_false(b: &bool) -> bool {
+    !b
 }
 
 /// Serializes a shared string (serde's `rc` feature is off in the workspace).
@@ -217,6 +225,7 @@ mod tests {
             duration: 1500,
             local_endpoint: Endpoint { service_name: Some("meshgate".into()), ..Endpoint::default() },
             remote_endpoint: Some(Endpoint::of_target("10.0.0.5:8080", Some("orders".into()))),
+            debug: false,
             tags: [("http.status_code", "200".to_owned())].into_iter().collect(),
         };
         assert_eq!(

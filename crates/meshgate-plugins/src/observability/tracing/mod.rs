@@ -200,6 +200,8 @@ pub struct TraceContext {
     pub parent_id: Option<u64>,
     /// Whether this request is recorded (and says so downstream).
     pub sampled: bool,
+    /// The caller asked every hop to record (B3 debug): passed on, and marked on our spans.
+    pub debug: bool,
     /// What is being recorded; `None` when not sampled.
     recording: Option<Box<Recording>>,
 }
@@ -255,7 +257,8 @@ impl Plugin for Tracing {
             let start_us = arrived.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_micros() as u64);
             Box::new(Recording { start_us, attempts: Vec::new() })
         });
-        cx.vars.insert(TraceContext { trace_id, span_id: new_id(), parent_id, sampled, recording });
+        let debug = incoming.decision == Some(Decision::Debug);
+        cx.vars.insert(TraceContext { trace_id, span_id: new_id(), parent_id, sampled, debug, recording });
         Flow::Continue
     }
 
@@ -277,7 +280,12 @@ impl Plugin for Tracing {
                 retried: false,
             });
         }
-        context::inject(&mut upstream.headers, &self.formats, tc.trace_id, id, tc.span_id, tc.sampled);
+        let decision = match (tc.debug, tc.sampled) {
+            (true, _) => Decision::Debug,
+            (false, true) => Decision::Sample,
+            (false, false) => Decision::Deny,
+        };
+        context::inject(&mut upstream.headers, &self.formats, tc.trace_id, id, tc.span_id, decision);
         Flow::Continue
     }
 
@@ -329,6 +337,7 @@ impl Tracing {
             duration: micros(cx.started, now),
             local_endpoint: local.clone(),
             remote_endpoint: None,
+            debug: tc.debug,
             tags,
         });
         let service = cx.route.as_ref().map(|r| Arc::from(r.service.to_lowercase()));
@@ -355,6 +364,7 @@ impl Tracing {
                 duration: micros(a.start, a.end.unwrap_or(now)),
                 local_endpoint: local.clone(),
                 remote_endpoint: a.target.as_deref().map(|t| Endpoint::of_target(t, service.clone())),
+                debug: tc.debug,
                 tags,
             });
         }

@@ -131,3 +131,19 @@ async fn unsampled_requests_propagate_and_record_nothing() {
     assert_eq!(spans.len(), 1);
     assert_eq!((spans[0].parent_id.as_ref(), spans[0].trace_id.len(), spans[0].name.as_str()), (None, 32, "get"));
 }
+
+#[tokio::test]
+async fn debug_is_recorded_and_passed_on() {
+    let (t, rx) = tracer(0.0);
+    let mut cx = request("/", &[("b3", "a3ce929d0e0e4736-00f067aa0ba902b7-d")]);
+    t.on_request(&mut cx).await;
+    let mut parts = upstream_parts();
+    t.before_upstream(&mut cx, &mut parts).await;
+    assert_eq!((parts.headers.get("x-b3-sampled"), &parts.headers["x-b3-flags"]), (None, &"1".parse().unwrap()));
+    assert!(parts.headers.get("b3").is_none(), "the caller's b3 names the caller's span: replaced");
+    t.on_log(&cx);
+    let spans: Vec<Span> = rx.try_iter().collect();
+    assert_eq!(spans.len(), 2, "debug beats sampling: 0");
+    let json = serde_json::to_value(&spans[0]).unwrap();
+    assert_eq!((&json["debug"], &json["traceId"]), (&json!(true), &json!("a3ce929d0e0e4736")));
+}
