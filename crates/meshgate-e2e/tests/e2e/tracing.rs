@@ -19,12 +19,16 @@ use tokio::net::TcpListener;
 
 /// A collector: accepts POSTed JSON arrays of spans and keeps every span.
 struct Collector {
+    /// Where it listens.
     addr: SocketAddr,
+    /// Every span received, in arrival order.
     spans: Arc<Mutex<Vec<Value>>>,
+    /// The accept loop, stopped on drop.
     task: tokio::task::JoinHandle<()>,
 }
 
 impl Collector {
+    /// A collector on a free `127.0.0.1` port, answering 202 to `POST /api/v2/spans`.
     async fn start() -> Collector {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
@@ -52,6 +56,7 @@ impl Collector {
         Collector { addr, spans, task }
     }
 
+    /// Its spans endpoint.
     fn url(&self) -> String {
         format!("http://{}/api/v2/spans", self.addr)
     }
@@ -74,6 +79,7 @@ impl Drop for Collector {
     }
 }
 
+/// The plugin's YAML entry exporting to `url` quickly, with `extra` config fields.
 fn tracing_plugin(url: &str, extra: &str) -> String {
     format!("{{name: tracing, config: {{zipkin: {{url: \"{url}\", flush_interval: 50ms, batch_size: 50}}{extra}}}}}")
 }
@@ -87,6 +93,7 @@ fn assert_id(v: &Value, len: usize) -> String {
     s.to_owned()
 }
 
+/// Now, in µs since the epoch.
 fn now_us() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_micros() as u64
 }

@@ -31,6 +31,7 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 /// Registers `tracing`.
 pub struct Factory;
 
+/// The plugin's `config:` block.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct Config {
@@ -48,6 +49,7 @@ struct Config {
     propagation: Vec<Format>,
 }
 
+/// `zipkin:`: the collector and how spans are sent to it.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct ZipkinConfig {
@@ -67,24 +69,31 @@ struct ZipkinConfig {
     timeout: Duration,
 }
 
+/// Default `sampling`: every new trace.
 fn always() -> f64 {
     1.0
 }
+/// Default `service_name`.
 fn meshgate() -> String {
     "meshgate".to_owned()
 }
+/// Default `propagation`: B3 first, then W3C.
 fn both() -> Vec<Format> {
     vec![Format::B3, Format::W3c]
 }
+/// Default `zipkin.batch_size`.
 fn batch_size() -> usize {
     100
 }
+/// Default `zipkin.flush_interval`.
 fn flush_interval() -> Duration {
     Duration::from_secs(1)
 }
+/// Default `zipkin.queue`.
 fn queue() -> usize {
     10_000
 }
+/// Default `zipkin.timeout`.
 fn timeout() -> Duration {
     Duration::from_secs(2)
 }
@@ -166,6 +175,7 @@ enum Sampler {
 }
 
 impl Sampler {
+    /// The sampler for `sampling: ratio` (0 to 1).
     fn new(ratio: f64) -> Sampler {
         if ratio >= 1.0 {
             Sampler::Always
@@ -218,19 +228,31 @@ struct Recording {
 /// One upstream attempt (a CLIENT span).
 #[derive(Clone, Debug)]
 struct Attempt {
+    /// The CLIENT span's id, sent upstream as the parent of the upstream's spans.
     id: u64,
+    /// Just before the request was handed to the upstream connection.
     start: Instant,
+    /// The response head came, or the next attempt started; `None` while under way.
     end: Option<Instant>,
+    /// The upstream target (`cx.upstream`).
     target: Option<Arc<str>>,
+    /// The path as sent upstream (after rewrites).
     path: String,
+    /// The status the attempt ended with, when it ended with an answer that was used.
     status: Option<u16>,
+    /// Another attempt followed this one.
     retried: bool,
 }
 
+/// One configured instance.
 struct Tracing {
+    /// Formats read (first valid wins) and written.
     formats: Box<[Format]>,
+    /// Decides for traces that come without a decision.
     sampler: Sampler,
+    /// `localEndpoint.serviceName`, lower case.
     service: Arc<str>,
+    /// The exporter's queue for this instance's collector.
     tx: SyncSender<Span>,
 }
 
