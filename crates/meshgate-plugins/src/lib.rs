@@ -18,6 +18,7 @@ pub fn builtin() -> Registry {
     let mut r = Registry::new();
     r.register(access::acl::Factory);
     r.register(observability::access_log::Factory);
+    r.register(observability::tracing::Factory);
     r.register(access::ip_restriction::Factory);
     r.register(auth::basic_auth::Factory);
     r.register(auth::jwt::Factory);

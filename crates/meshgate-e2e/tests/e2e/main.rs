@@ -20,5 +20,6 @@ mod resilience;
 mod routing;
 mod status;
 mod tls;
+mod tracing;
 mod traffic;
 mod websocket;

@@ -1,3 +1,4 @@
-//! Plugins that record what happened: access logs (and later tracing).
+//! Plugins that record what happened: access logs and distributed tracing.
 
 pub mod access_log;
+pub mod tracing;

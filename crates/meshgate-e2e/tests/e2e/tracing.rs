@@ -1,0 +1,321 @@
+//! `tracing`: spans exported to a real local Zipkin-style collector, trace headers seen by real
+//! upstreams, a two-hop chain through an instrumented service, and a dead collector that must
+//! not slow requests.
+
+use http::{Request, Response};
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
+use meshgate_e2e::{TestGateway, Upstream, body, client, config};
+use meshgate_plugins::observability::tracing::export::{DROPPED, EXPORT_ERRORS};
+use serde_json::Value;
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use tokio::net::TcpListener;
+
+/// A collector: accepts POSTed JSON arrays of spans and keeps every span.
+struct Collector {
+    /// Where it listens.
+    addr: SocketAddr,
+    /// Every span received, in arrival order.
+    spans: Arc<Mutex<Vec<Value>>>,
+    /// The accept loop, stopped on drop.
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Collector {
+    /// A collector on a free `127.0.0.1` port, answering 202 to `POST /api/v2/spans`.
+    async fn start() -> Collector {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let spans = Arc::new(Mutex::new(Vec::new()));
+        let kept = spans.clone();
+        let task = tokio::spawn(async move {
+            loop {
+                let Ok((tcp, _)) = listener.accept().await else { continue };
+                let kept = kept.clone();
+                tokio::spawn(async move {
+                    let svc = service_fn(move |req: Request<Incoming>| {
+                        let kept = kept.clone();
+                        async move {
+                            assert_eq!(req.uri().path(), "/api/v2/spans");
+                            let bytes = req.into_body().collect().await.unwrap().to_bytes();
+                            let batch: Vec<Value> = serde_json::from_slice(&bytes).expect("a JSON array of spans");
+                            kept.lock().unwrap().extend(batch);
+                            Ok::<_, Infallible>(Response::builder().status(202).body(body::empty()).unwrap())
+                        }
+                    });
+                    let _ = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(tcp), svc).await;
+                });
+            }
+        });
+        Collector { addr, spans, task }
+    }
+
+    /// Its spans endpoint.
+    fn url(&self) -> String {
+        format!("http://{}/api/v2/spans", self.addr)
+    }
+
+    /// Waits for `n` spans of trace `trace`, sorted by timestamp.
+    async fn trace(&self, trace: &str, n: usize) -> Vec<Value> {
+        meshgate_e2e::wait_for(&format!("{n} spans of {trace}"), Duration::from_secs(5), || async {
+            let mut got: Vec<Value> =
+                self.spans.lock().unwrap().iter().filter(|s| s["traceId"] == trace).cloned().collect();
+            got.sort_by_key(|s| s["timestamp"].as_u64());
+            (got.len() >= n).then_some(got)
+        })
+        .await
+    }
+}
+
+impl Drop for Collector {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// The plugin's YAML entry exporting to `url` quickly, with `extra` config fields.
+fn tracing_plugin(url: &str, extra: &str) -> String {
+    format!("{{name: tracing, config: {{zipkin: {{url: \"{url}\", flush_interval: 50ms, batch_size: 50}}{extra}}}}}")
+}
+
+/// Lower hex of `len` digits, not all zero.
+fn assert_id(v: &Value, len: usize) -> String {
+    let s = v.as_str().unwrap_or_else(|| panic!("not a string id: {v}"));
+    assert_eq!(s.len(), len, "{s}");
+    assert!(s.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)), "{s}");
+    assert!(s.bytes().any(|b| b != b'0'), "{s}");
+    s.to_owned()
+}
+
+/// Now, in µs since the epoch.
+fn now_us() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_micros() as u64
+}
+
+const TRACE: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
+const PARENT: &str = "00f067aa0ba902b7";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn spans_and_propagation_with_a_retry() {
+    let collector = Collector::start().await;
+    let (a, b) = (Upstream::http("a").await, Upstream::http("b").await);
+    a.set_status(503);
+    let gw = TestGateway::start(&config(&format!(
+        r#"
+upstreams: [{{name: pool, targets: [{{address: "{a}"}}, {{address: "{b}"}}]}}]
+services: [{{name: Orders, upstream: pool}}]
+routes: [{{name: orders, service: Orders, paths: ["/orders"], retry: {{attempts: 1, on: [503]}}}}]
+plugins: [{plugin}]
+"#,
+        a = a.addr(),
+        b = b.addr(),
+        plugin = tracing_plugin(&collector.url(), ", service_name: Edge")
+    )));
+    let mut retried = None;
+    for i in 0..6 {
+        let trace = format!("{:016x}{:016x}", 0x4bf92f3577b34da6u64, i + 1);
+        let before = a.hits();
+        let resp = client::get_with(
+            gw.addr(),
+            "/orders/7?q=1",
+            &[("x-b3-traceid", &trace), ("x-b3-spanid", PARENT), ("x-b3-sampled", "1"), ("tracestate", "vendor=abc")],
+        )
+        .await;
+        assert_eq!((resp.status.as_u16(), resp.name().as_str()), (200, "b"));
+        if a.hits() > before {
+            retried = Some((trace, resp));
+            break;
+        }
+    }
+    let (trace, resp) = retried.expect("round robin sends a first attempt to a");
+    let spans = collector.trace(&trace, 3).await;
+    assert_eq!(spans.len(), 3, "one server span and one client span per attempt: {spans:#?}");
+    let (server, first, second) = (&spans[0], &spans[1], &spans[2]);
+
+    assert_eq!(server["kind"], "SERVER");
+    assert_eq!(assert_id(&server["traceId"], 32), trace);
+    assert_eq!(server["parentId"], PARENT, "the caller's span is the parent");
+    let server_id = assert_id(&server["id"], 16);
+    assert_eq!(server["name"], "orders");
+    assert_eq!(server["localEndpoint"]["serviceName"], "edge");
+    let tags = &server["tags"];
+    assert_eq!(tags["http.method"], "GET");
+    assert_eq!(tags["http.path"], "/orders/7", "no query string");
+    assert_eq!(tags["http.status_code"], "200");
+    assert_eq!((&tags["meshgate.route"], &tags["meshgate.service"]), (&"orders".into(), &"Orders".into()));
+    assert!(tags.get("error").is_none());
+    let (ts, dur) = (server["timestamp"].as_u64().unwrap(), server["duration"].as_u64().unwrap());
+    assert!(now_us().abs_diff(ts) < 10_000_000, "timestamp {ts} is in µs and recent");
+    assert!((1..5_000_000).contains(&dur), "duration {dur} µs");
+
+    for (span, target, status) in [(first, a.addr(), None), (second, b.addr(), Some("200"))] {
+        assert_eq!(span["kind"], "CLIENT");
+        assert_eq!(span["traceId"], trace.as_str());
+        assert_eq!(span["parentId"], server_id.as_str(), "attempts hang under the server span");
+        assert_id(&span["id"], 16);
+        assert_eq!(span["name"], "get");
+        let remote = &span["remoteEndpoint"];
+        assert_eq!((&remote["ipv4"], &remote["port"]), (&"127.0.0.1".into(), &target.port().into()));
+        assert_eq!(remote["serviceName"], "orders");
+        let (t, d) = (span["timestamp"].as_u64().unwrap(), span["duration"].as_u64().unwrap());
+        assert!(t >= ts && t + d <= ts + dur + 1, "attempts lie within the server span");
+        assert_eq!(span["tags"]["http.status_code"].as_str(), status);
+    }
+    assert_eq!(first["tags"]["error"], "retried");
+    assert!(second["timestamp"].as_u64() >= first["timestamp"].as_u64());
+    assert_ne!(first["id"], second["id"]);
+
+    // The upstream that answered saw the trace, with the answering attempt's span as parent.
+    let attempt = second["id"].as_str().unwrap();
+    assert_eq!(resp.seen_header("x-b3-traceid").as_deref(), Some(trace.as_str()));
+    assert_eq!(resp.seen_header("x-b3-spanid").as_deref(), Some(attempt));
+    assert_eq!(resp.seen_header("x-b3-parentspanid").as_deref(), Some(server_id.as_str()));
+    assert_eq!(resp.seen_header("x-b3-sampled").as_deref(), Some("1"));
+    assert_eq!(resp.seen_header("traceparent"), Some(format!("00-{trace}-{attempt}-01")));
+    assert_eq!(resp.seen_header("tracestate").as_deref(), Some("vendor=abc"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn w3c_in_unsampled_out_and_new_traces() {
+    let collector = Collector::start().await;
+    let up = Upstream::http("up").await;
+    let gw = TestGateway::start(&config(&format!(
+        r#"
+services: [{{name: s, url: "http://{a}"}}]
+routes: [{{name: r, service: s, paths: ["/"]}}]
+plugins: [{plugin}]
+"#,
+        a = up.addr(),
+        plugin = tracing_plugin(&collector.url(), ", sampling: 0")
+    )));
+    // A sampled traceparent is recorded even at `sampling: 0`.
+    let resp = client::get_with(gw.addr(), "/w3c", &[("traceparent", &format!("00-{TRACE}-{PARENT}-01"))]).await;
+    let spans = collector.trace(TRACE, 2).await;
+    assert_eq!(spans[0]["parentId"], PARENT);
+    assert_eq!(resp.seen_header("traceparent"), Some(format!("00-{TRACE}-{}-01", spans[1]["id"].as_str().unwrap())));
+    assert_eq!(resp.seen_header("x-b3-traceid").as_deref(), Some(TRACE), "B3 written too");
+
+    // No context and `sampling: 0`: a new trace is propagated, unsampled, and nothing recorded.
+    let resp = client::get(gw.addr(), "/new").await;
+    let new = resp.seen_header("x-b3-traceid").unwrap();
+    assert_id(&Value::from(new.clone()), 32);
+    assert_eq!(resp.seen_header("x-b3-sampled").as_deref(), Some("0"));
+    let tp = resp.seen_header("traceparent").unwrap();
+    assert!(tp.starts_with(&format!("00-{new}-")) && tp.ends_with("-00"), "{tp}");
+    // An unsampled caller stays unsampled; an invalid traceparent starts a new trace.
+    let resp = client::get_with(gw.addr(), "/", &[("traceparent", &format!("00-{TRACE}-{PARENT}-00"))]).await;
+    assert_eq!(resp.seen_header("x-b3-sampled").as_deref(), Some("0"));
+    let resp =
+        client::get_with(gw.addr(), "/", &[("traceparent", &format!("00-{}-{PARENT}-01", "0".repeat(32)))]).await;
+    assert_ne!(resp.seen_header("x-b3-traceid").unwrap(), "0".repeat(32));
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let traces: Vec<Value> = collector.spans.lock().unwrap().iter().map(|s| s["traceId"].clone()).collect();
+    assert!(traces.iter().all(|t| t == TRACE), "only the sampled trace is recorded: {traces:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_two_hop_chain_keeps_one_trace() {
+    let collector = Collector::start().await;
+    let echo = Upstream::http("echo").await;
+    // An instrumented service: calls the gateway's route B with the trace headers it received.
+    let relay = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let relay_addr = relay.local_addr().unwrap();
+    let gateway: Arc<OnceLock<SocketAddr>> = Arc::new(OnceLock::new());
+    let gw_for_relay = gateway.clone();
+    let relay_task = tokio::spawn(async move {
+        loop {
+            let Ok((tcp, _)) = relay.accept().await else { continue };
+            let gw = gw_for_relay.clone();
+            tokio::spawn(async move {
+                let svc = service_fn(move |req: Request<Incoming>| {
+                    let gw = *gw.get().unwrap();
+                    async move {
+                        let names = ["x-b3-traceid", "x-b3-spanid", "x-b3-parentspanid", "x-b3-sampled", "traceparent"];
+                        let copied: Vec<(&str, String)> = names
+                            .iter()
+                            .filter_map(|n| Some((*n, req.headers().get(*n)?.to_str().ok()?.to_owned())))
+                            .collect();
+                        let refs: Vec<(&str, &str)> = copied.iter().map(|(k, v)| (*k, v.as_str())).collect();
+                        let inner = client::get_with(gw, "/b", &refs).await;
+                        Ok::<_, Infallible>(Response::new(body::full(inner.body)))
+                    }
+                });
+                let _ = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(tcp), svc).await;
+            });
+        }
+    });
+    let gw = TestGateway::start(&config(&format!(
+        r#"
+services: [{{name: relay, url: "http://{relay_addr}"}}, {{name: echo, url: "http://{e}"}}]
+routes: [{{name: a, service: relay, paths: ["/a"]}}, {{name: b, service: echo, paths: ["/b"]}}]
+plugins: [{plugin}]
+"#,
+        e = echo.addr(),
+        plugin = tracing_plugin(&collector.url(), "")
+    )));
+    gateway.set(gw.addr()).unwrap();
+    let resp = client::get(gw.addr(), "/a").await;
+    assert_eq!(resp.status, 200);
+    let trace = resp.seen_header("x-b3-traceid").expect("the trace reached the end of the chain");
+    let spans = collector.trace(&trace, 4).await;
+    let find = |kind: &str, name: &str| {
+        spans.iter().find(|s| s["kind"] == kind && s["tags"]["meshgate.route"] == name).cloned().or_else(|| {
+            // Client spans carry no route tag: find them by parent.
+            let server = spans.iter().find(|s| s["kind"] == "SERVER" && s["name"] == name)?;
+            spans.iter().find(|s| s["kind"] == kind && s["parentId"] == server["id"]).cloned()
+        })
+    };
+    let (server_a, client_a) = (find("SERVER", "a").unwrap(), find("CLIENT", "a").unwrap());
+    let (server_b, client_b) = (find("SERVER", "b").unwrap(), find("CLIENT", "b").unwrap());
+    assert!(server_a.get("parentId").is_none(), "hop 1 starts the trace");
+    assert_eq!(server_b["parentId"], client_a["id"], "hop 2 hangs under hop 1's upstream call");
+    assert_eq!(client_b["parentId"], server_b["id"]);
+    assert_eq!(resp.seen_header("x-b3-spanid").as_deref(), client_b["id"].as_str());
+    assert!(spans.iter().all(|s| s["traceId"] == trace.as_str()));
+    relay_task.abort();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_collector_never_slows_requests() {
+    let dead = Upstream::blackhole().await;
+    let up = Upstream::http("up").await;
+    let url = format!("http://{}/api/v2/spans", dead.addr());
+    let gw = TestGateway::start(&config(&format!(
+        r#"
+status: {{address: "127.0.0.1:0"}}
+services: [{{name: s, url: "http://{a}"}}]
+routes: [{{name: r, service: s, paths: ["/"]}}]
+plugins: [{{name: tracing, config: {{zipkin: {{url: "{url}", queue: 10, batch_size: 5, flush_interval: 10ms, timeout: 300ms}}}}}}]
+"#,
+        a = up.addr()
+    )));
+    let (dropped, errors) = (DROPPED.load(Ordering::Relaxed), EXPORT_ERRORS.load(Ordering::Relaxed));
+    let t = Instant::now();
+    let mut conn = client::Conn::h1(gw.addr()).await.unwrap();
+    for _ in 0..200 {
+        assert_eq!(conn.get("/").await.unwrap().status, 200);
+    }
+    assert!(t.elapsed() < Duration::from_secs(5), "200 requests took {:?}", t.elapsed());
+    // 400 spans (server + client), a queue of 10 and a collector that never answers.
+    assert!(DROPPED.load(Ordering::Relaxed) - dropped >= 300, "spans past the queue are dropped and counted");
+    meshgate_e2e::wait_for("an export error", Duration::from_secs(3), || async {
+        (EXPORT_ERRORS.load(Ordering::Relaxed) > errors).then_some(())
+    })
+    .await;
+    assert!(dead.hits() >= 1, "the exporter did try");
+    // The counters are exported.
+    let metrics = client::get(gw.gateway().status_addr().expect("status listener"), "/metrics").await.text();
+    let value = |name: &str| -> u64 {
+        let line = metrics.lines().find(|l| l.starts_with(&format!("{name} "))).unwrap_or_else(|| panic!("{name}"));
+        line.rsplit(' ').next().unwrap().parse().unwrap()
+    };
+    assert!(value("meshgate_tracing_spans_dropped_total") >= 300);
+    assert!(value("meshgate_tracing_export_errors_total") >= 1);
+    value("meshgate_tracing_spans_exported_total");
+}

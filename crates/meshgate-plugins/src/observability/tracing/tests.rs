@@ -1,0 +1,149 @@
+//! The plugin's phases on a request context, with spans read from the plugin's queue.
+
+use super::*;
+use crate::testing::{plugin, request};
+use meshgate_core::{ResponseInfo, RouteInfo};
+use serde_json::json;
+use std::sync::mpsc::{Receiver, sync_channel};
+
+fn tracer(sampling: f64) -> (Tracing, Receiver<Span>) {
+    let (tx, rx) = sync_channel(100);
+    let t = Tracing { formats: both().into(), sampler: Sampler::new(sampling), service: "meshgate".into(), tx };
+    (t, rx)
+}
+
+fn upstream_parts() -> http::request::Parts {
+    http::Request::builder().uri("/v1/items").body(()).unwrap().into_parts().0
+}
+
+#[test]
+fn config_errors() {
+    let err = |v| plugin(&Factory, v).err().unwrap().to_string();
+    assert!(err(json!({})).contains("missing field `zipkin`"));
+    assert!(err(json!({"zipkin": {}})).contains("missing field `url`"));
+    let url = "http://127.0.0.1:9/api/v2/spans";
+    assert_eq!(err(json!({"zipkin": {"url": url}, "sampling": 1.5})), "sampling: must be between 0 and 1");
+    assert_eq!(err(json!({"zipkin": {"url": url, "queue": 0}})), "zipkin.queue: must be at least 1");
+    assert_eq!(err(json!({"zipkin": {"url": url, "timeout": "0s"}})), "zipkin.timeout: must be longer than 0");
+    assert!(err(json!({"zipkin": {"url": "nope"}})).starts_with("zipkin.url: "));
+    assert!(
+        err(json!({"zipkin": {"url": url}, "propagation": ["jaeger"]})).starts_with("propagation[0]: unknown variant")
+    );
+    assert!(plugin(&Factory, json!({"zipkin": {"url": url, "flush_interval": "50ms"}, "sampling": 0})).is_ok());
+}
+
+#[test]
+fn sampling_decisions() {
+    let id = |v: u128| TraceId { value: v, short: false };
+    for s in [Sampler::new(0.0), Sampler::new(1.0), Sampler::new(0.5)] {
+        assert!(s.decide(Some(Decision::Sample), id(u128::MAX)), "an incoming yes is respected");
+        assert!(s.decide(Some(Decision::Debug), id(u128::MAX)));
+        assert!(!s.decide(Some(Decision::Deny), id(1)), "an incoming no is respected");
+    }
+    assert!(Sampler::new(1.0).decide(None, id(u128::MAX)));
+    assert!(!Sampler::new(0.0).decide(None, id(1)));
+    let quarter = Sampler::new(0.25);
+    let n = (0..20_000).filter(|_| quarter.decide(None, id(rand::random()))).count();
+    assert!((4_300..5_700).contains(&n), "{n} of 20000 sampled at 0.25");
+    // The same trace gets the same answer, wherever it is decided.
+    let t = id(rand::random());
+    assert_eq!(quarter.decide(None, t), quarter.decide(None, t));
+}
+
+#[tokio::test]
+async fn spans_of_a_retried_request() {
+    let (t, rx) = tracer(0.0);
+    let mut cx = request(
+        "/items?secret=1",
+        &[("x-b3-traceid", "a3ce929d0e0e4736"), ("x-b3-spanid", "00f067aa0ba902b7"), ("x-b3-sampled", "1")],
+    );
+    cx.route = Some(RouteInfo { name: "items".into(), service: "Inventory".into() });
+    t.on_request(&mut cx).await;
+    let tc = cx.vars.get::<TraceContext>().unwrap().clone();
+    assert!(tc.sampled, "the caller's decision beats sampling: 0");
+    let mut heads = Vec::new();
+    for target in ["10.0.0.1:80", "10.0.0.2:80"] {
+        cx.upstream = Some(target.into());
+        let mut parts = upstream_parts();
+        t.before_upstream(&mut cx, &mut parts).await;
+        heads.push(parts.headers);
+    }
+    let mut resp = http::Response::builder().status(502).body(()).unwrap().into_parts().0;
+    t.on_response(&mut cx, &mut resp).await;
+    cx.response = Some(ResponseInfo { status: resp.status, body_bytes: 0, upstream: cx.upstream.clone() });
+    t.on_log(&cx);
+
+    let spans: Vec<Span> = rx.try_iter().collect();
+    assert_eq!(spans.len(), 3);
+    let (server, first, second) = (&spans[0], &spans[1], &spans[2]);
+    assert_eq!((server.kind, server.name.as_str()), ("SERVER", "items"));
+    assert_eq!(server.trace_id, "a3ce929d0e0e4736");
+    assert_eq!(server.parent_id.as_deref(), Some("00f067aa0ba902b7"));
+    assert_eq!(server.id, format!("{:016x}", tc.span_id));
+    assert_eq!(server.tags["http.path"], "/items");
+    assert_eq!(server.tags["http.status_code"], "502");
+    assert_eq!(server.tags["error"], "502");
+    assert_eq!(
+        (server.tags["meshgate.route"].as_str(), server.tags["meshgate.service"].as_str()),
+        ("items", "Inventory")
+    );
+    for (span, head) in [(first, &heads[0]), (second, &heads[1])] {
+        assert_eq!(span.kind, "CLIENT");
+        assert_eq!(span.parent_id.as_ref(), Some(&server.id));
+        assert_eq!(span.trace_id, server.trace_id);
+        assert_eq!(head["x-b3-spanid"], span.id.as_str(), "the upstream hangs its spans under the attempt");
+        assert_eq!(head["x-b3-parentspanid"], server.id.as_str());
+        assert_eq!(head["traceparent"], format!("00-0000000000000000a3ce929d0e0e4736-{}-01", span.id));
+        assert_eq!(span.tags["http.path"], "/v1/items");
+        assert!(span.duration >= 1 && span.timestamp >= server.timestamp);
+    }
+    assert_ne!(first.id, second.id);
+    assert_eq!(first.tags["error"], "retried");
+    assert!(!first.tags.contains_key("http.status_code"));
+    assert_eq!(second.tags["http.status_code"], "502");
+    let remote = serde_json::to_value(&second.remote_endpoint).unwrap();
+    assert_eq!(remote, json!({"serviceName": "inventory", "ipv4": "10.0.0.2", "port": 80}));
+    assert!(second.timestamp >= first.timestamp + first.duration);
+}
+
+#[tokio::test]
+async fn unsampled_requests_propagate_and_record_nothing() {
+    let (t, rx) = tracer(0.0);
+    let mut cx = request("/", &[]);
+    t.on_request(&mut cx).await;
+    let tc = cx.vars.get::<TraceContext>().unwrap().clone();
+    assert!(!tc.sampled && tc.recording.is_none() && tc.parent_id.is_none());
+    assert!(!tc.trace_id.short && tc.trace_id.value != 0, "a new 128-bit trace id");
+    let mut parts = upstream_parts();
+    t.before_upstream(&mut cx, &mut parts).await;
+    assert_eq!(parts.headers["x-b3-sampled"], "0");
+    assert_eq!(parts.headers["x-b3-traceid"], tc.trace_id.hex().as_str());
+    assert!(parts.headers["traceparent"].to_str().unwrap().ends_with("-00"));
+    t.on_log(&cx);
+    assert_eq!(rx.try_iter().count(), 0);
+
+    // Sampled by ratio, a request without context is a trace root.
+    let (t, rx) = tracer(1.0);
+    let mut cx = request("/", &[("traceparent", "00-zz")]);
+    t.on_request(&mut cx).await;
+    t.on_log(&cx);
+    let spans: Vec<Span> = rx.try_iter().collect();
+    assert_eq!(spans.len(), 1);
+    assert_eq!((spans[0].parent_id.as_ref(), spans[0].trace_id.len(), spans[0].name.as_str()), (None, 32, "get"));
+}
+
+#[tokio::test]
+async fn debug_is_recorded_and_passed_on() {
+    let (t, rx) = tracer(0.0);
+    let mut cx = request("/", &[("b3", "a3ce929d0e0e4736-00f067aa0ba902b7-d")]);
+    t.on_request(&mut cx).await;
+    let mut parts = upstream_parts();
+    t.before_upstream(&mut cx, &mut parts).await;
+    assert_eq!((parts.headers.get("x-b3-sampled"), &parts.headers["x-b3-flags"]), (None, &"1".parse().unwrap()));
+    assert!(parts.headers.get("b3").is_none(), "the caller's b3 names the caller's span: replaced");
+    t.on_log(&cx);
+    let spans: Vec<Span> = rx.try_iter().collect();
+    assert_eq!(spans.len(), 2, "debug beats sampling: 0");
+    let json = serde_json::to_value(&spans[0]).unwrap();
+    assert_eq!((&json["debug"], &json["traceId"]), (&json!(true), &json!("a3ce929d0e0e4736")));
+}
