@@ -3,7 +3,9 @@
 # continues its `routes:` list): `/key` (key-auth, 1,000 consumers), `/jwt` (jwt with an RS256 key
 # pair made here with openssl), `/rl-local` and `/rl-redis` (rate-limiting with limits too high to
 # be reached, so every request is counted and admitted; Redis at REDIS_URL, default
-# redis://127.0.0.1:6379). Prints "API_KEY JWT": a valid key and a token valid for a day.
+# redis://127.0.0.1:6379), and `/observed` (access-log to DIR/access.log plus tracing at 100 %
+# sampling, spans posted to ZIPKIN_URL, default the bench upstream's /api/v2/spans, which
+# answers 202 like a collector). Prints "API_KEY JWT": a valid key and a token valid for a day.
 #
 #   bench/plugin-routes.sh DIR
 set -euo pipefail
@@ -59,6 +61,13 @@ jwt="$header.$payload.$signature"
           policy: redis
           on_store_error: refuse
           redis: { url: "REDIS_URL_HERE", prefix: "meshgate-bench:PREFIX_HERE" }
+  - name: observed
+    service: upstream
+    paths: ["/observed"]
+    plugins:
+      - { name: access-log, config: { path: access.log } }
+      - name: tracing
+        config: { sampling: 1.0, zipkin: { url: "ZIPKIN_URL_HERE" } }
 consumers:
 YAML
     awk 'BEGIN {
@@ -66,6 +75,6 @@ YAML
             printf "  - { username: bench-user-%d, credentials: { key-auth: [{ key: bench-key-%04d-0123456789abcdef }] } }\n", i, i
     }'
 } >"$dir/plugins.yaml"
-sed -i "s#REDIS_URL_HERE#${REDIS_URL:-redis://127.0.0.1:6379}#; s#PREFIX_HERE#$$-$now#" "$dir/plugins.yaml"
+sed -i "s#REDIS_URL_HERE#${REDIS_URL:-redis://127.0.0.1:6379}#; s#PREFIX_HERE#$$-$now#; s#ZIPKIN_URL_HERE#${ZIPKIN_URL:-http://127.0.0.1:18080/api/v2/spans}#" "$dir/plugins.yaml"
 
 echo "bench-key-0777-0123456789abcdef $jwt"

@@ -256,6 +256,8 @@ $(nginx_temp_paths "$TMP/upstream")
     server {
         listen 127.0.0.1:$PORT_UPSTREAM backlog=4096;
         location / { return 200 "$BODY"; }
+        # A Zipkin collector that accepts every batch (for the traced bench route).
+        location = /api/v2/spans { return 202; }
     }
 }
 EOF
@@ -421,6 +423,7 @@ if [[ $SKIP_MESHGATE != 1 ]]; then
     check_response meshgate-jwt "http://127.0.0.1:$PORT_MESHGATE_AUTH/jwt" "Authorization: Bearer $BENCH_JWT"
     check_response meshgate-rl-local "http://127.0.0.1:$PORT_MESHGATE_AUTH/rl-local"
     check_response meshgate-rl-redis "http://127.0.0.1:$PORT_MESHGATE_AUTH/rl-redis"
+    check_response meshgate-observed "http://127.0.0.1:$PORT_MESHGATE_AUTH/observed"
     for path in key jwt; do
         code=$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$PORT_MESHGATE_AUTH/$path")
         [[ $code == 401 ]] || die "meshgate-auth: /$path without credentials answered $code, expected 401"
@@ -457,6 +460,7 @@ if [[ $SKIP_MESHGATE != 1 ]]; then
         "meshgate-noplugin|wrk|http://127.0.0.1:$PORT_MESHGATE_AUTH/||$MESHGATE_AUTH_PID|meshgate-auth"
         "meshgate-rl-local|wrk|http://127.0.0.1:$PORT_MESHGATE_AUTH/rl-local||$MESHGATE_AUTH_PID|meshgate-auth"
         "meshgate-rl-redis|wrk|http://127.0.0.1:$PORT_MESHGATE_AUTH/rl-redis||$MESHGATE_AUTH_PID|meshgate-auth"
+        "meshgate-observed|wrk|http://127.0.0.1:$PORT_MESHGATE_AUTH/observed||$MESHGATE_AUTH_PID|meshgate-auth"
     )
 fi
 TARGETS+=("nginx-h2|h2load|http://127.0.0.1:$PORT_NGINX_H2/||$NGINX_PID|nginx")
@@ -624,6 +628,7 @@ describe() {
     meshgate-noplugin) echo "meshgate + plugin routes, \`/\` without plugins" ;;
     meshgate-rl-local) echo "meshgate + plugin routes, \`/rl-local\`: rate-limiting, local" ;;
     meshgate-rl-redis) echo "meshgate + plugin routes, \`/rl-redis\`: rate-limiting, Redis" ;;
+    meshgate-observed) echo "meshgate + plugin routes, \`/observed\`: access log + tracing 100 % (metrics always on)" ;;
     nginx-h2) echo "nginx $NGINX_VERSION, h2c client side" ;;
     meshgate-h2) echo "meshgate, 10 routes, h2c client side" ;;
     esac
@@ -689,6 +694,9 @@ ratios() {
     fi
     if has meshgate-rl-redis && has meshgate-noplugin; then
         echo "- rate-limiting Redis / same instance without plugins: req/s $(ratio "${MED_RPS[meshgate-rl-redis]}" "${MED_RPS[meshgate-noplugin]}"), proxy CPU µs/req $(ratio "${MED_CPU[meshgate-rl-redis]}" "${MED_CPU[meshgate-noplugin]}")"
+    fi
+    if has meshgate-observed && has meshgate-noplugin; then
+        echo "- access log + tracing 100 % (+ metrics, always on) / same instance without plugins: req/s $(ratio "${MED_RPS[meshgate-observed]}" "${MED_RPS[meshgate-noplugin]}"), proxy CPU µs/req $(ratio "${MED_CPU[meshgate-observed]}" "${MED_CPU[meshgate-noplugin]}")"
     fi
     if has nginx && has direct; then
         echo "- nginx / direct, HTTP/1.1: req/s $(ratio "${MED_RPS[nginx]}" "${MED_RPS[direct]}")"
@@ -782,7 +790,9 @@ key from the config, `iss`/`aud` checked, `sub` naming a declared consumer); eac
 the same request (same credential header) sent to that instance's catch-all route, which has no
 authentication, so the ratio is the plugin's cost alone. The same instance has `/rl-local` and
 `/rl-redis` (rate-limiting by client IP per second and per hour, limits never reached, counted in
-the process or in the machine's Redis on 127.0.0.1:6379, unpinned), compared with its plain `/`.
+the process or in the machine's Redis on 127.0.0.1:6379, unpinned), and `/observed` (an access
+log to a file plus tracing at 100 % sampling, spans batched to a collector stub on the upstream
+nginx), compared with its plain `/`. Per-route metrics are on for every route.
 EOF
     echo
     echo "## Run"
