@@ -6,6 +6,7 @@ pub mod access;
 pub mod auth;
 pub mod headers;
 pub mod observability;
+mod outbound;
 #[cfg(test)]
 mod testing;
 pub mod traffic;

@@ -81,16 +81,8 @@ pub(super) struct Jwks {
 impl Jwks {
     /// An endpoint at `url` (http or https); nothing is fetched until a token needs a key.
     pub(super) fn new(url: &str, timing: Timing) -> Result<Jwks, String> {
-        let url: Uri = url.parse().map_err(|e| format!("not a URL: {e}"))?;
-        if !matches!(url.scheme_str(), Some("http" | "https")) || url.host().is_none() {
-            return Err("must be an http:// or https:// URL with a host".to_owned());
-        }
-        let https = hyper_rustls::HttpsConnectorBuilder::new()
-            .with_provider_and_webpki_roots(rustls::crypto::ring::default_provider())
-            .map_err(|e| format!("TLS setup failed: {e}"))?
-            .https_or_http()
-            .enable_http1()
-            .build();
+        let url = crate::outbound::http_url(url)?;
+        let https = crate::outbound::https_connector()?;
         // No idle pool: fetches are minutes apart, and a pooled connection would belong to the
         // runtime of whichever worker opened it.
         let client = Client::builder(TokioExecutor::new()).pool_max_idle_per_host(0).build(https);

@@ -119,21 +119,13 @@ static EXPORTERS: Mutex<Option<HashMap<String, SyncSender<Span>>>> = Mutex::new(
 
 /// The queue of the exporter for `url`, started on first use.
 pub fn exporter(url: &str, settings: Settings) -> Result<SyncSender<Span>, String> {
-    let uri: Uri = url.parse().map_err(|e| format!("not a URL: {e}"))?;
-    if !matches!(uri.scheme_str(), Some("http" | "https")) || uri.host().is_none() {
-        return Err("must be an http:// or https:// URL with a host".to_owned());
-    }
+    let uri = crate::outbound::http_url(url)?;
     let mut exporters = EXPORTERS.lock().unwrap_or_else(|e| e.into_inner());
     let map = exporters.get_or_insert_with(HashMap::new);
     if let Some(tx) = map.get(url) {
         return Ok(tx.clone());
     }
-    let https = hyper_rustls::HttpsConnectorBuilder::new()
-        .with_provider_and_webpki_roots(rustls::crypto::ring::default_provider())
-        .map_err(|e| format!("TLS setup failed: {e}"))?
-        .https_or_http()
-        .enable_http1()
-        .build();
+    let https = crate::outbound::https_connector()?;
     let (tx, rx) = sync_channel::<Span>(settings.queue.max(1));
     std::thread::Builder::new()
         .name("meshgate-tracing".into())
