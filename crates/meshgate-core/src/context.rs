@@ -61,6 +61,19 @@ impl ClientCert {
     }
 }
 
+/// Named groups captured by the matched route's regex path (`~/users/(?<id>[0-9]+)`), for
+/// templates in transformations and aggregation. Put in [`RequestCtx::vars`] by the proxy only
+/// for routes whose regex paths name groups; groups that did not take part are absent.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct PathParams(pub Vec<(Arc<str>, String)>);
+
+impl PathParams {
+    /// The value captured by group `name`.
+    pub fn get(&self, name: &str) -> Option<&str> {
+        self.0.iter().find(|(k, _)| &**k == name).map(|(_, v)| v.as_str())
+    }
+}
+
 /// The request's id (from `request-id`), for logs and traces.
 #[derive(Clone, Debug)]
 pub struct RequestId(pub http::HeaderValue);

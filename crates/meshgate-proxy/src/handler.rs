@@ -80,6 +80,9 @@ pub async fn handle(
     let (branch, route) = matched.choose(&cx.request.headers);
     let at = Some((route_index, branch, route));
     cx.route = Some(route.info.clone());
+    if let Some(params) = route.params.as_ref().and_then(|p| p.capture(cx.request.uri.path())) {
+        cx.vars.insert(params);
+    }
 
     for p in route.chain.on_request.iter() {
         if let Flow::Respond(resp) = p.on_request(&mut cx).await {

@@ -14,6 +14,7 @@ mod limits;
 mod log;
 mod metrics;
 pub mod mirror;
+mod params;
 mod retry;
 mod server;
 mod snapshot;

@@ -83,6 +83,8 @@ pub struct RouteRt {
     /// Request counts and latencies, allocated at the route's first request (a 10,000-route
     /// table pays only for the routes that get traffic).
     pub(crate) stats: std::sync::OnceLock<Box<crate::metrics::RouteStats>>,
+    /// The route's regex paths with named groups, captured into `PathParams` per request.
+    pub(crate) params: Option<Arc<crate::params::ParamRegexes>>,
 }
 
 impl RouteRt {
@@ -240,6 +242,7 @@ fn route(r: &Route, services: &HashMap<&str, Arc<ServiceRt>>, plugins: &Plugins)
     // A route's own retry policy has one budget for the whole route, split or not; without one,
     // each service's policy applies with a budget of its own.
     let route_retry = r.retry.as_ref().map(RetryRt::new);
+    let params = crate::params::ParamRegexes::compile(&r.paths);
     let at = |svc: &Arc<ServiceRt>, chain: Chain, mirror: Option<Arc<MirrorRt>>| RouteRt {
         info: RouteInfo { name: r.name.as_str().into(), service: svc.name.clone() },
         service: svc.clone(),
@@ -251,6 +254,7 @@ fn route(r: &Route, services: &HashMap<&str, Arc<ServiceRt>>, plugins: &Plugins)
         timeouts: route_timeouts(svc.timeouts, r.timeouts.as_ref()),
         retry: route_retry.clone().unwrap_or_else(|| RetryRt::new(&svc.retry)),
         stats: Default::default(),
+        params: params.clone(),
     };
     let mirror = match &r.mirror {
         Some(m) if m.percentage > 0.0 => {
