@@ -74,6 +74,47 @@ impl PathParams {
     }
 }
 
+/// A trace id: 128 bits, or 64 when it came in that way (B3 allows 16 hex digits; it is kept
+/// short so the caller's spans and ours carry the same id).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct TraceId {
+    /// The id's bits; the high half is zero for a 64-bit id.
+    pub value: u128,
+    /// Written as 16 hex digits (B3 and Zipkin); `traceparent` always takes 32.
+    pub short: bool,
+}
+
+impl TraceId {
+    /// The id in lower hex, 16 or 32 digits.
+    pub fn hex(self) -> String {
+        self.to_string()
+    }
+}
+
+impl std::fmt::Display for TraceId {
+    /// Lower hex through a table: `{:032x}` on a u128 is slow enough to show in a profile of
+    /// traced, logged requests.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        const DIGITS: &[u8; 16] = b"0123456789abcdef";
+        let n = if self.short { 16 } else { 32 };
+        let mut buf = [0u8; 32];
+        for (i, b) in buf[..n].iter_mut().enumerate() {
+            *b = DIGITS[((self.value >> (4 * (n - 1 - i))) & 0xf) as usize];
+        }
+        f.write_str(std::str::from_utf8(&buf[..n]).unwrap_or_default())
+    }
+}
+
+/// The trace a request is part of, put in [`RequestCtx::vars`] by the tracing plugin so that
+/// other plugins (access logs) can name it without depending on that plugin.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TraceIds {
+    /// The trace's id, as it came in or new.
+    pub trace_id: TraceId,
+    /// The gateway's server span for this request.
+    pub span_id: u64,
+}
+
 /// The request's id (from `request-id`), for logs and traces.
 #[derive(Clone, Debug)]
 pub struct RequestId(pub http::HeaderValue);
@@ -85,6 +126,8 @@ pub struct ResponseInfo {
     pub status: StatusCode,
     /// Response body bytes sent to the client.
     pub body_bytes: u64,
+    /// Request body bytes read from the client and forwarded (0 when none was forwarded).
+    pub request_bytes: u64,
     /// The upstream target that answered, if one did.
     pub upstream: Option<Arc<str>>,
 }
@@ -148,6 +191,14 @@ mod tests {
     use super::*;
     use crate::consumers::Consumer;
     use std::cell::Cell;
+
+    #[test]
+    fn trace_ids_in_hex() {
+        let id = TraceId { value: 0x4bf92f3577b34da6a3ce929d0e0e4736, short: false };
+        assert_eq!(id.to_string(), "4bf92f3577b34da6a3ce929d0e0e4736");
+        assert_eq!(TraceId { value: 0xa3ce929d0e0e4736, short: true }.to_string(), "a3ce929d0e0e4736");
+        assert_eq!(TraceId { value: 1, short: false }.hex(), format!("{:032x}", 1));
+    }
 
     #[test]
     fn verdicts_are_computed_once_per_checker() {

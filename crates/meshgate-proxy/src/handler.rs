@@ -5,6 +5,7 @@ use crate::chain::Chain;
 use crate::client::{self, Failure, UpstreamBody};
 use crate::forward::{self, ConnInfo};
 use crate::limits::{self, LimitedBody};
+use crate::metrics::{BodyAccount, RequestBytes};
 use crate::mirror;
 use crate::server::{BusyGuard, ConnSlot};
 use crate::snapshot::{RouteRt, Snapshot};
@@ -18,6 +19,7 @@ use meshgate_router::RequestView;
 use std::net::SocketAddr;
 use std::rc::Rc;
 use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
 
 /// What a connection knows about itself, shared by its requests.
 pub struct ConnCtx {
@@ -48,12 +50,12 @@ pub async fn handle(
     cx.client_cert = conn.client_cert.clone();
 
     if let Some(resp) = limits::check_headers(&cx.request.headers, &snap.limits) {
-        return finish(&snap, None, cx, resp).await;
+        return finish(&snap, None, cx, resp, &NO_BODY, false).await;
     }
     let declared = content_length(&cx.request.headers);
     if declared.is_some_and(|n| n > snap.limits.max_body_bytes) {
         let msg = format!("request body is larger than {} bytes", snap.limits.max_body_bytes);
-        return finish(&snap, None, cx, ErrorKind::BodyTooLarge.response(&msg)).await;
+        return finish(&snap, None, cx, ErrorKind::BodyTooLarge.response(&msg), &NO_BODY, false).await;
     }
 
     let client_host = forward::client_host(&cx.request.uri, &cx.request.headers);
@@ -70,11 +72,11 @@ pub async fn handle(
         // Global plugins still see unmatched requests (request ids, logs, and later auth).
         for p in snap.unmatched.on_request.iter() {
             if let Flow::Respond(resp) = p.on_request(&mut cx).await {
-                return finish(&snap, None, cx, resp).await;
+                return finish(&snap, None, cx, resp, &NO_BODY, false).await;
             }
         }
         let resp = ErrorKind::NoRoute.response("no route matches the request");
-        return finish(&snap, None, cx, resp).await;
+        return finish(&snap, None, cx, resp, &NO_BODY, false).await;
     };
     // A split route's service is chosen first, so that its plugins run and logs name it.
     let (branch, route) = matched.choose(&cx.request.headers);
@@ -86,15 +88,18 @@ pub async fn handle(
 
     for p in route.chain.on_request.iter() {
         if let Flow::Respond(resp) = p.on_request(&mut cx).await {
-            return finish(&snap, at, cx, resp).await;
+            return finish(&snap, at, cx, resp, &NO_BODY, false).await;
         }
     }
 
     let mut body = ProxyBody::from(body);
+    let mut received = RequestBytes::Known(declared.unwrap_or(0));
     if declared.is_none() && !http_body::Body::is_end_stream(&body) {
         // A route's plugin (request-size-limiting) may ask for less than the global limit.
         let limit = cx.vars.get::<BodyLimit>().map_or(u64::MAX, |l| l.0).min(snap.limits.max_body_bytes);
-        body = ProxyBody::boxed(LimitedBody::new(body, limit));
+        let count = Arc::new(AtomicU64::new(0));
+        body = ProxyBody::boxed(LimitedBody::new(body, limit, count.clone()));
+        received = RequestBytes::Counted(count);
     }
     if let Some(m) = &route.mirror {
         let f =
@@ -103,6 +108,7 @@ pub async fn handle(
     }
     let resp = match forward_upstream(&mut cx, conn, route, client_host, matched_len, body, upgrade).await {
         Ok(mut resp) => {
+            resp.body_mut().account(BodyAccount::new(route.stats().clone(), received.clone()));
             if let Some(client_upgrade) = client_upgrade
                 && resp.status() == StatusCode::SWITCHING_PROTOCOLS
             {
@@ -113,12 +119,16 @@ pub async fn handle(
             if parts.status != StatusCode::SWITCHING_PROTOCOLS {
                 forward::strip_hop_by_hop(&mut parts.headers, false);
             }
-            Response::from_parts(parts, ProxyBody::boxed(body))
+            let resp = Response::from_parts(parts, ProxyBody::boxed(body));
+            return finish(&snap, at, cx, resp, &received, true).await;
         }
         Err(resp) => resp,
     };
-    finish(&snap, at, cx, resp).await
+    finish(&snap, at, cx, resp, &received, false).await
 }
+
+/// For a request without a body, or answered before its body was forwarded.
+static NO_BODY: RequestBytes = RequestBytes::Known(0);
 
 /// Picks a target, sends, and retries on another target as the route's retry policy and budget
 /// allow: after a failure that sent nothing (any method), or, for a request without a body whose
@@ -279,7 +289,8 @@ fn content_length(headers: &http::HeaderMap) -> Option<u64> {
     headers.get(header::CONTENT_LENGTH)?.to_str().ok()?.parse().ok()
 }
 
-/// Runs `on_response` and arranges `on_log`, for upstream answers and the gateway's own alike.
+/// Runs `on_response` and arranges `on_log`, for upstream answers and the gateway's own alike;
+/// counts the request. `streamed` says the body is an upstream's that counts its own bytes.
 /// `route` is the matched route's index, branch (for split routes) and the branch itself, `None`
 /// for requests answered before routing.
 async fn finish(
@@ -287,9 +298,17 @@ async fn finish(
     route: Option<(usize, usize, &RouteRt)>,
     mut cx: RequestCtx,
     resp: Response<ProxyBody>,
+    received: &RequestBytes,
+    streamed: bool,
 ) -> Response<ProxyBody> {
     let stats = route.map_or(&snap.unmatched_stats, |(_, _, r)| r.stats());
     stats.record(&cx.request.method, resp.status(), cx.started.elapsed(), cx.upstream_time);
+    if !streamed {
+        // The gateway's own answer, complete: counted now. The request's body counts only if
+        // it was being forwarded.
+        let sent = http_body::Body::size_hint(resp.body()).exact().unwrap_or(0);
+        stats.add_bytes(if cx.upstream.is_some() { received.get() } else { 0 }, sent);
+    }
     let chain: &Chain = route.map_or(&snap.unmatched, |(_, _, r)| &r.chain);
     if chain.on_response.is_empty() && chain.on_log.is_empty() {
         return resp;
@@ -301,8 +320,10 @@ async fn finish(
     let body = if chain.on_log.is_empty() {
         body
     } else {
-        cx.response = Some(ResponseInfo { status: parts.status, body_bytes: 0, upstream: cx.upstream.clone() });
-        ProxyBody::boxed(crate::log::LogBody::new(body, cx, snap.clone(), route.map(|(i, b, _)| (i, b))))
+        cx.response =
+            Some(ResponseInfo { status: parts.status, body_bytes: 0, request_bytes: 0, upstream: cx.upstream.clone() });
+        let at = route.map(|(i, b, _)| (i, b));
+        ProxyBody::boxed(crate::log::LogBody::new(body, cx, snap.clone(), at, received.clone()))
     };
     Response::from_parts(parts, body)
 }

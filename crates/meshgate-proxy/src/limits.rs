@@ -7,6 +7,8 @@ use http::HeaderMap;
 use http_body::{Body, Frame, SizeHint};
 use meshgate_core::{BoxError, ErrorKind, ProxyBody};
 use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::{Context, Poll};
 
 /// The error a request body stream ends with when it goes over `max_body_bytes`.
@@ -38,16 +40,18 @@ pub fn check_headers(headers: &HeaderMap, limits: &Limits) -> Option<http::Respo
 
 /// Counts a streamed request body and fails it once it passes the limit. Used only when the
 /// length is not declared up front (chunked or HTTP/2 without content-length); declared lengths
-/// are checked before anything is forwarded.
+/// are checked before anything is forwarded. The count is shared with the request's metrics
+/// and log line.
 pub struct LimitedBody {
     inner: ProxyBody,
     remaining: u64,
+    read: Arc<AtomicU64>,
 }
 
 impl LimitedBody {
-    /// Wraps `inner`, allowing `limit` bytes.
-    pub fn new(inner: ProxyBody, limit: u64) -> Self {
-        LimitedBody { inner, remaining: limit }
+    /// Wraps `inner`, allowing `limit` bytes; `read` counts the bytes that went through.
+    pub fn new(inner: ProxyBody, limit: u64, read: Arc<AtomicU64>) -> Self {
+        LimitedBody { inner, remaining: limit, read }
     }
 }
 
@@ -62,7 +66,10 @@ impl Body for LimitedBody {
             && let Some(data) = frame.data_ref()
         {
             match this.remaining.checked_sub(data.len() as u64) {
-                Some(rest) => this.remaining = rest,
+                Some(rest) => {
+                    this.remaining = rest;
+                    this.read.fetch_add(data.len() as u64, Ordering::Relaxed);
+                }
                 None => return Poll::Ready(Some(Err(Box::new(BodyTooLarge)))),
             }
         }

@@ -1,6 +1,7 @@
 //! The log phase: runs once the response body has been sent (or the client went away), with the
 //! final status and byte count. Only requests whose chain has `on_log` plugins pay for this.
 
+use crate::metrics::RequestBytes;
 use crate::snapshot::Snapshot;
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
@@ -19,18 +20,27 @@ pub struct LogBody {
     /// uses the global chain.
     route: Option<(usize, usize)>,
     bytes: u64,
+    /// The request body's size, final by the time the response ends.
+    received: RequestBytes,
 }
 
 impl LogBody {
     /// Wraps a response body; `cx.response` must already hold the status.
-    pub fn new(inner: ProxyBody, cx: RequestCtx, snap: Arc<Snapshot>, route: Option<(usize, usize)>) -> Self {
-        LogBody { inner, cx: Some(cx), snap, route, bytes: 0 }
+    pub(crate) fn new(
+        inner: ProxyBody,
+        cx: RequestCtx,
+        snap: Arc<Snapshot>,
+        route: Option<(usize, usize)>,
+        received: RequestBytes,
+    ) -> Self {
+        LogBody { inner, cx: Some(cx), snap, route, bytes: 0, received }
     }
 
     fn log(&mut self) {
         let Some(mut cx) = self.cx.take() else { return };
         if let Some(r) = cx.response.as_mut() {
             r.body_bytes = self.bytes;
+            r.request_bytes = if cx.upstream.is_some() { self.received.get() } else { 0 };
         }
         let route = self.route.and_then(|(i, b)| Some(self.snap.router.get(i)?.branch(b)));
         let chain = route.map_or(&self.snap.unmatched, |r| &r.chain);

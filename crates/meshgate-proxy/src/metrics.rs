@@ -189,6 +189,10 @@ pub(crate) struct RouteStats {
     requests: [[AtomicU64; CLASS_LABELS.len()]; METHOD_LABELS.len()],
     total: Latency,
     upstream: Latency,
+    /// Request body bytes read from clients.
+    bytes_in: AtomicU64,
+    /// Response body bytes sent to clients.
+    bytes_out: AtomicU64,
 }
 
 impl RouteStats {
@@ -208,6 +212,57 @@ impl RouteStats {
         if let Some(u) = upstream {
             self.upstream.observe(u);
         }
+    }
+
+    /// The body bytes of one finished exchange.
+    pub(crate) fn add_bytes(&self, received: u64, sent: u64) {
+        self.bytes_in.fetch_add(received, Ordering::Relaxed);
+        self.bytes_out.fetch_add(sent, Ordering::Relaxed);
+    }
+}
+
+/// A request body's size as read from the client: declared up front (and checked against the
+/// limit before anything was forwarded), or counted while it streams.
+#[derive(Clone, Debug)]
+pub(crate) enum RequestBytes {
+    /// `Content-Length`, or 0 for a request without a body.
+    Known(u64),
+    /// Counted by the body as it streams (chunked uploads, HTTP/2 without a length).
+    Counted(Arc<AtomicU64>),
+}
+
+impl RequestBytes {
+    /// Bytes read so far.
+    pub(crate) fn get(&self) -> u64 {
+        match self {
+            RequestBytes::Known(n) => *n,
+            RequestBytes::Counted(n) => n.load(Ordering::Relaxed),
+        }
+    }
+}
+
+/// Adds a response body's bytes, and the request's, to its route's counters once the response
+/// body ends or is dropped (a client that goes away mid-body counts what was sent).
+pub(crate) struct BodyAccount {
+    stats: Arc<RouteStats>,
+    request: RequestBytes,
+    sent: u64,
+}
+
+impl BodyAccount {
+    pub(crate) fn new(stats: Arc<RouteStats>, request: RequestBytes) -> BodyAccount {
+        BodyAccount { stats, request, sent: 0 }
+    }
+
+    /// A frame of `n` bytes went to the client.
+    pub(crate) fn sent(&mut self, n: usize) {
+        self.sent += n as u64;
+    }
+}
+
+impl Drop for BodyAccount {
+    fn drop(&mut self) {
+        self.stats.add_bytes(self.request.get(), self.sent);
     }
 }
 
@@ -240,6 +295,20 @@ fn encode_routes(
         "Requests answered, by route, service, method and status class (route \"\" matched none).",
         requests,
     )?;
+    for (name, help, pick) in [
+        (
+            "meshgate_request_bytes",
+            "Request body bytes received from clients.",
+            (|s: &RouteStats| &s.bytes_in) as fn(&RouteStats) -> &AtomicU64,
+        ),
+        ("meshgate_response_bytes", "Response body bytes sent to clients.", |s: &RouteStats| &s.bytes_out),
+    ] {
+        let counts = all.iter().map(|(route, service, s)| {
+            let labels: Labels = vec![("route", route.to_string()), ("service", service.to_string())];
+            (labels, pick(s).load(Ordering::Relaxed))
+        });
+        metrics::counters(enc, name, help, counts)?;
+    }
     for (name, help, pick) in [
         (
             "meshgate_request_duration_seconds",

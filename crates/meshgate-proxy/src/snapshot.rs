@@ -25,7 +25,7 @@ pub struct Snapshot {
     /// Global plugins, for requests that match no route.
     pub(crate) unmatched: Chain,
     /// Counts of requests that matched no route.
-    pub(crate) unmatched_stats: crate::metrics::RouteStats,
+    pub(crate) unmatched_stats: Arc<crate::metrics::RouteStats>,
     /// Client-side limits.
     pub(crate) limits: Limits,
     /// Listener settings, including TLS.
@@ -82,14 +82,14 @@ pub struct RouteRt {
     pub(crate) retry: RetryRt,
     /// Request counts and latencies, allocated at the route's first request (a 10,000-route
     /// table pays only for the routes that get traffic).
-    pub(crate) stats: std::sync::OnceLock<Box<crate::metrics::RouteStats>>,
+    pub(crate) stats: std::sync::OnceLock<Arc<crate::metrics::RouteStats>>,
     /// The route's regex paths with named groups, captured into `PathParams` per request.
     pub(crate) params: Option<Arc<crate::params::ParamRegexes>>,
 }
 
 impl RouteRt {
     /// The route's request counters.
-    pub(crate) fn stats(&self) -> &crate::metrics::RouteStats {
+    pub(crate) fn stats(&self) -> &Arc<crate::metrics::RouteStats> {
         self.stats.get_or_init(Default::default)
     }
 
@@ -571,7 +571,7 @@ impl Snapshot {
     /// `(route, service, counters)` of every route (each service of a split route apart) that
     /// has had a request, and of the requests that matched no route (route and service "").
     pub(crate) fn route_stats(&self) -> Vec<(Arc<str>, Arc<str>, &crate::metrics::RouteStats)> {
-        let mut out = vec![(Arc::from(""), Arc::from(""), &self.unmatched_stats)];
+        let mut out = vec![(Arc::from(""), Arc::from(""), &*self.unmatched_stats)];
         for i in 0..self.router.len() {
             let Some(r) = self.router.get(i) else { continue };
             let branches: Vec<&RouteRt> = match &r.split {

@@ -1,7 +1,7 @@
 //! The status listener: health endpoints and `/metrics`, scraped and parsed with a Prometheus
 //! text parser after known traffic.
 
-use meshgate_e2e::{TestGateway, Upstream, client};
+use meshgate_e2e::{TestGateway, Upstream, body, client};
 use std::collections::HashMap;
 
 /// `name{labels}` → value, from a scrape parsed by `prometheus-parse`.
@@ -101,8 +101,10 @@ consumers: [{{username: alice, credentials: {{key-auth: [{{key: k1}}]}}}}]
     assert_eq!(client::get(status, "/status").await.json()["config_version"], 2);
 
     // Per-route counts of the config now serving (they start again with each config).
-    assert_eq!(client::get(addr, "/open").await.status, 200);
-    assert_eq!(client::get(addr, "/nowhere").await.status, 404);
+    let open = client::get(addr, "/open").await;
+    assert_eq!(open.status, 200);
+    let nowhere = client::get(addr, "/nowhere").await;
+    assert_eq!(nowhere.status, 404);
     let text = client::get(status, "/metrics").await.text();
     let m = scrape_values(&text);
     assert_eq!(m["meshgate_requests_total{method=GET,route=open,service=s,status_class=2xx}"], 1.0);
@@ -114,4 +116,22 @@ consumers: [{{username: alice, credentials: {{key-auth: [{{key: k1}}]}}}}]
             || text.contains("meshgate_request_duration_seconds_bucket{route=\"open\",service=\"s\",le=\"+Inf\"} 1"),
         "{text}"
     );
+
+    // Body bytes both ways: a declared body, a chunked one, and the gateway's own 404.
+    let post = |b| client::request(http::Method::POST, "/open").body(b).expect("request");
+    let declared = client::send(addr, post(body::full("0123456789"))).await;
+    let (tx, chunked) = body::channel(4);
+    let sending = tokio::spawn(client::send(addr, post(chunked)));
+    for part in ["abcde", "fgh"] {
+        tx.send(bytes::Bytes::from_static(part.as_bytes())).await.unwrap();
+    }
+    drop(tx);
+    let chunked = sending.await.unwrap();
+    assert_eq!((declared.status.as_u16(), chunked.status.as_u16()), (200, 200));
+    let m = scrape_values(&client::get(status, "/metrics").await.text());
+    assert_eq!(m["meshgate_request_bytes_total{route=open,service=s}"], 18.0);
+    let sent = open.body.len() + declared.body.len() + chunked.body.len();
+    assert_eq!(m["meshgate_response_bytes_total{route=open,service=s}"], sent as f64);
+    assert_eq!(m["meshgate_request_bytes_total{route=,service=}"], 0.0);
+    assert_eq!(m["meshgate_response_bytes_total{route=,service=}"], nowhere.body.len() as f64);
 }

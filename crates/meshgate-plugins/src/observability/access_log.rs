@@ -1,22 +1,28 @@
 //! `access-log`: one JSON object per request, written by a thread of its own so that a slow
-//! disk (or a stalled pipe) never slows a request. Lines wait in a bounded queue; when it is full
-//! they are dropped and counted (`meshgate_access_log_dropped_total`), never waited for.
+//! disk (or a stalled pipe) never slows a request. Lines wait in a bounded lock-free queue
+//! ([`handoff`](super::handoff)); when it is full they are dropped and counted
+//! (`meshgate_access_log_dropped_total`), never waited for. The writer wakes every 50 ms (or
+//! early when half the queue is used) and writes what waits in one system call.
 //!
-//! Every instance writing to the same path shares one writer, so lines never interleave.
+//! Every instance writing to the same path shares one writer, so lines never interleave; when a
+//! reload removes the last instance naming a path, its writer finishes and ends.
+//!
+//! Lines are written field by field into one buffer: building a `serde_json::Value` map per
+//! request cost more than the rest of the plugin.
 
+use super::handoff::{self, Batch, Handoff};
+use super::json;
+use meshgate_core::TraceIds;
 use meshgate_core::metrics::{self, MetricsRegistry};
 use meshgate_core::{
     BuildContext, Built, Phases, Plugin, PluginConfigError, PluginFactory, RequestCtx, RequestId, async_trait,
     parse_config,
 };
 use serde::Deserialize;
-use serde_json::{Map, Value};
-use std::collections::HashMap;
 use std::io::Write;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::mpsc::{Receiver, SyncSender, TrySendError, sync_channel};
 use std::sync::{Arc, Mutex};
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 /// Registers `access-log`.
 pub struct Factory;
@@ -64,6 +70,8 @@ enum Field {
     Path,
     /// The status sent to the client.
     Status,
+    /// Request body bytes received from the client.
+    RequestBytes,
     /// Response body bytes sent to the client.
     ResponseBytes,
     /// Milliseconds from the request head to the end of the response.
@@ -74,10 +82,12 @@ enum Field {
     Upstream,
     /// The id set by `request-id`.
     RequestId,
+    /// The trace id, when the `tracing` plugin runs on the request (sampled or not).
+    TraceId,
 }
 
 impl Field {
-    const ALL: [Field; 13] = [
+    const ALL: [Field; 15] = [
         Field::Time,
         Field::Route,
         Field::Service,
@@ -86,11 +96,13 @@ impl Field {
         Field::Method,
         Field::Path,
         Field::Status,
+        Field::RequestBytes,
         Field::ResponseBytes,
         Field::DurationMs,
         Field::UpstreamMs,
         Field::Upstream,
         Field::RequestId,
+        Field::TraceId,
     ];
 
     fn name(self) -> &'static str {
@@ -103,91 +115,189 @@ impl Field {
             Field::Method => "method",
             Field::Path => "path",
             Field::Status => "status",
+            Field::RequestBytes => "request_bytes",
             Field::ResponseBytes => "response_bytes",
             Field::DurationMs => "duration_ms",
             Field::UpstreamMs => "upstream_ms",
             Field::Upstream => "upstream",
             Field::RequestId => "request_id",
+            Field::TraceId => "trace_id",
         }
     }
 
-    /// The field's value for this request; `None` leaves it out.
-    fn value(self, cx: &RequestCtx, arrived: SystemTime) -> Option<Value> {
-        let ms = |d: std::time::Duration| Value::from((d.as_secs_f64() * 1000.0 * 1000.0).round() / 1000.0);
-        Some(match self {
-            Field::Time => Value::from(humantime::format_rfc3339_millis(arrived).to_string()),
-            Field::Route => Value::from(&*cx.route.as_ref()?.name),
-            Field::Service => Value::from(&*cx.route.as_ref()?.service),
-            Field::Consumer => Value::from(&*cx.auth.as_ref()?.consumer.username),
-            Field::ClientIp => Value::from(cx.client_addr.ip().to_string()),
-            Field::Method => Value::from(cx.request.method.as_str()),
-            Field::Path => Value::from(cx.request.uri.path()),
-            Field::Status => Value::from(cx.response.as_ref()?.status.as_u16()),
-            Field::ResponseBytes => Value::from(cx.response.as_ref()?.body_bytes),
-            Field::DurationMs => ms(cx.started.elapsed()),
-            Field::UpstreamMs => ms(cx.upstream_time?),
-            Field::Upstream => Value::from(&**cx.upstream.as_ref()?),
-            Field::RequestId => Value::from(cx.vars.get::<RequestId>()?.0.to_str().ok()?),
+    /// Appends `"name":value` for this request; a field without a value is left out.
+    fn write(self, line: &mut Line, cx: &RequestCtx, arrived: SystemTime) {
+        let response = cx.response.as_ref();
+        match self {
+            Field::Time => line.time(self, arrived),
+            Field::Route => line.opt_str(self, cx.route.as_ref().map(|r| &*r.name)),
+            Field::Service => line.opt_str(self, cx.route.as_ref().map(|r| &*r.service)),
+            Field::Consumer => line.opt_str(self, cx.auth.as_ref().map(|a| &*a.consumer.username)),
+            Field::ClientIp => {
+                line.key(self);
+                json::ip(&mut line.buf, cx.client_addr.ip());
+            }
+            Field::Method => line.str(self, cx.request.method.as_str()),
+            Field::Path => line.str(self, cx.request.uri.path()),
+            Field::Status => line.opt_num(self, response.map(|r| u64::from(r.status.as_u16()))),
+            Field::RequestBytes => line.opt_num(self, response.map(|r| r.request_bytes)),
+            Field::ResponseBytes => line.opt_num(self, response.map(|r| r.body_bytes)),
+            Field::DurationMs => line.ms(self, cx.started.elapsed()),
+            Field::UpstreamMs => {
+                if let Some(d) = cx.upstream_time {
+                    line.ms(self, d)
+                }
+            }
+            Field::Upstream => line.opt_str(self, cx.upstream.as_deref()),
+            Field::RequestId => line.opt_str(self, cx.vars.get::<RequestId>().and_then(|id| id.0.to_str().ok())),
+            Field::TraceId => {
+                if let Some(t) = cx.vars.get::<TraceIds>() {
+                    line.key(self);
+                    line.buf.push(b'"');
+                    json::hex(&mut line.buf, t.trace_id.value, if t.trace_id.short { 16 } else { 32 });
+                    line.buf.push(b'"');
+                }
+            }
+        }
+    }
+}
+
+/// A JSON object being written, one member at a time.
+struct Line {
+    buf: Vec<u8>,
+}
+
+impl Line {
+    fn key(&mut self, f: Field) {
+        self.buf.push(if self.buf.is_empty() { b'{' } else { b',' });
+        self.buf.push(b'"');
+        self.buf.extend_from_slice(f.name().as_bytes());
+        self.buf.extend_from_slice(b"\":");
+    }
+    fn str(&mut self, f: Field, v: &str) {
+        self.key(f);
+        json::string(&mut self.buf, v);
+    }
+    fn opt_str(&mut self, f: Field, v: Option<&str>) {
+        if let Some(v) = v {
+            self.str(f, v);
+        }
+    }
+    /// RFC 3339 in UTC with milliseconds. The text up to the second is kept per thread: many
+    /// lines share it, and formatting a date is a good part of a line's cost.
+    fn time(&mut self, f: Field, t: SystemTime) {
+        thread_local! {
+            static SECOND: std::cell::RefCell<(u64, String)> = const { std::cell::RefCell::new((u64::MAX, String::new())) };
+        }
+        let since = t.duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+        let secs = since.as_secs();
+        self.key(f);
+        SECOND.with_borrow_mut(|(at, text)| {
+            if *at != secs {
+                // "2026-11-26T07:17:20.000Z" without its ".000Z".
+                let full =
+                    humantime::format_rfc3339_millis(std::time::UNIX_EPOCH + Duration::from_secs(secs)).to_string();
+                *text = full.trim_end_matches(".000Z").to_owned();
+                *at = secs;
+            }
+            self.buf.push(b'"');
+            self.buf.extend_from_slice(text.as_bytes());
+        });
+        let ms = since.subsec_millis();
+        let digit = |n: u32| b'0' + (n % 10) as u8;
+        self.buf.extend_from_slice(&[b'.', digit(ms / 100), digit(ms / 10), digit(ms), b'Z', b'"']);
+    }
+    fn opt_num(&mut self, f: Field, v: Option<u64>) {
+        if let Some(v) = v {
+            self.key(f);
+            json::number(&mut self.buf, v);
+        }
+    }
+    /// Milliseconds with three decimals (microsecond precision).
+    fn ms(&mut self, f: Field, d: Duration) {
+        self.key(f);
+        json::thousandths(&mut self.buf, d.as_micros() as u64);
+    }
+}
+
+/// One writer thread per output, shared by every instance that names it; see [`handoff`].
+static WRITERS: handoff::Registry<Vec<u8>> = Mutex::new(None);
+
+/// How often a writer wakes to write what waits.
+const WRITE_INTERVAL: Duration = Duration::from_millis(50);
+
+type Open = Box<dyn FnOnce() -> std::io::Result<Box<dyn Write + Send>> + Send>;
+
+fn writer(path: &str, resolved: std::path::PathBuf, buffer: usize) -> Result<Arc<Handoff<Vec<u8>>>, String> {
+    handoff::shared(&WRITERS, path, || {
+        let open: Open = match path {
+            "stdout" => Box::new(|| Ok(Box::new(std::io::stdout()) as Box<dyn Write + Send>)),
+            "stderr" => Box::new(|| Ok(Box::new(std::io::stderr()) as Box<dyn Write + Send>)),
+            _ => {
+                if let Some(dir) = resolved.parent().filter(|d| !d.as_os_str().is_empty())
+                    && !dir.is_dir()
+                {
+                    return Err(format!("directory {} does not exist", dir.display()));
+                }
+                // Opened by the writer thread: opening a stalled pipe must not block the config load.
+                Box::new(move || {
+                    let f = std::fs::OpenOptions::new().create(true).append(true).open(&resolved)?;
+                    Ok(Box::new(f) as Box<dyn Write + Send>)
+                })
+            }
+        };
+        let mut output = Output::Closed(Some(open));
+        let mut chunk = Vec::new();
+        handoff::spawn("meshgate-access-log", buffer, buffer / 2, WRITE_INTERVAL, move |batch: &Batch<'_, Vec<u8>>| {
+            // Open first: an output that blocks opening (a hung disk, a pipe nobody reads) must
+            // leave the lines in the bounded queue, where the overflow is dropped and counted.
+            output.open();
+            let mut lines = 0;
+            while let Some(line) = batch.pop() {
+                chunk.extend_from_slice(&line);
+                lines += 1;
+            }
+            if lines > 0 {
+                output.write(&chunk, lines);
+                chunk.clear();
+            }
         })
-    }
+        .map_err(|e| format!("cannot start the log writer: {e}"))
+    })
 }
 
-/// One writer thread per output, shared by every instance that names it.
-static WRITERS: Mutex<Option<HashMap<String, SyncSender<String>>>> = Mutex::new(None);
-
-fn writer(path: &str, resolved: std::path::PathBuf, buffer: usize) -> Result<SyncSender<String>, String> {
-    let mut writers = WRITERS.lock().unwrap_or_else(|e| e.into_inner());
-    let map = writers.get_or_insert_with(HashMap::new);
-    if let Some(tx) = map.get(path) {
-        return Ok(tx.clone());
-    }
-    let (tx, rx) = sync_channel::<String>(buffer.max(1));
-    let out: Box<dyn FnOnce() -> std::io::Result<Box<dyn Write>> + Send> = match path {
-        "stdout" => Box::new(|| Ok(Box::new(std::io::stdout()) as Box<dyn Write>)),
-        "stderr" => Box::new(|| Ok(Box::new(std::io::stderr()) as Box<dyn Write>)),
-        _ => {
-            if let Some(dir) = resolved.parent().filter(|d| !d.as_os_str().is_empty())
-                && !dir.is_dir()
-            {
-                return Err(format!("directory {} does not exist", dir.display()));
-            }
-            // Opened by the writer thread: opening a stalled pipe must not block the config load.
-            Box::new(move || {
-                let f = std::fs::OpenOptions::new().create(true).append(true).open(&resolved)?;
-                Ok(Box::new(f) as Box<dyn Write>)
-            })
-        }
-    };
-    std::thread::Builder::new()
-        .name("meshgate-access-log".into())
-        .spawn(move || write_lines(out, rx))
-        .map_err(|e| format!("cannot start the log writer: {e}"))?;
-    map.insert(path.to_owned(), tx.clone());
-    Ok(tx)
+/// A writer's output, opened at the first write (on the writer's thread).
+enum Output {
+    Closed(Option<Open>),
+    Open(Box<dyn Write + Send>),
+    Failed,
 }
 
-fn write_lines(open: Box<dyn FnOnce() -> std::io::Result<Box<dyn Write>> + Send>, rx: Receiver<String>) {
-    let mut out = match open() {
-        Ok(w) => std::io::BufWriter::new(w),
-        Err(e) => {
-            tracing::error!(error = %e, "access log: cannot open the output; lines are dropped");
-            for _ in rx {
-                WRITE_ERRORS.fetch_add(1, Ordering::Relaxed);
-            }
-            return;
-        }
-    };
-    while let Ok(first) = rx.recv() {
-        // Write what else is waiting too, then flush once: one syscall per burst, not per line.
-        let mut lines = 0;
-        let mut ok = true;
-        for line in std::iter::once(first).chain(rx.try_iter()) {
-            ok &= out.write_all(line.as_bytes()).is_ok();
-            lines += 1;
-        }
-        ok &= out.flush().is_ok();
+impl Output {
+    /// Writes whole lines in one call, so that two writers appending to one file (for a moment
+    /// after a reload) never split each other's lines.
+    fn write(&mut self, chunk: &[u8], lines: u64) {
+        self.open();
+        let ok = match self {
+            Output::Open(w) => w.write_all(chunk).and_then(|()| w.flush()).is_ok(),
+            _ => false,
+        };
         let counter = if ok { &WRITTEN } else { &WRITE_ERRORS };
         counter.fetch_add(lines, Ordering::Relaxed);
+    }
+
+    /// Opens the output the first time; after a failure, stays failed.
+    fn open(&mut self) {
+        if let Output::Closed(open) = self {
+            *self = match open.take().map(|open| open()) {
+                Some(Ok(w)) => Output::Open(w),
+                Some(Err(e)) => {
+                    tracing::error!(error = %e, "access log: cannot open the output; lines are dropped");
+                    Output::Failed
+                }
+                None => Output::Failed,
+            };
+        }
     }
 }
 
@@ -205,8 +315,11 @@ impl PluginFactory for Factory {
             return Err(PluginConfigError::new("fields", "name at least one field"));
         }
         let resolved = cx.consumers.base_dir.join(&c.path);
-        let tx = writer(&c.path, resolved, c.buffer).map_err(|m| PluginConfigError::new("path", m))?;
-        Ok(Built::Plugin(Arc::new(AccessLog { fields: c.fields, tx })))
+        if c.buffer == 0 {
+            return Err(PluginConfigError::new("buffer", "must be at least 1"));
+        }
+        let out = writer(&c.path, resolved, c.buffer).map_err(|m| PluginConfigError::new("path", m))?;
+        Ok(Built::Plugin(Arc::new(AccessLog { fields: c.fields, out })))
     }
     fn register_metrics(&self, registry: &mut MetricsRegistry) {
         registry.register_collector(metrics::collector(|enc| {
@@ -229,7 +342,7 @@ impl PluginFactory for Factory {
 
 struct AccessLog {
     fields: Vec<Field>,
-    tx: SyncSender<String>,
+    out: Arc<Handoff<Vec<u8>>>,
 }
 
 #[async_trait]
@@ -240,19 +353,13 @@ impl Plugin for AccessLog {
 
     fn on_log(&self, cx: &RequestCtx) {
         let arrived = SystemTime::now() - cx.started.elapsed();
-        let mut line = Map::with_capacity(self.fields.len());
+        let mut line = Line { buf: Vec::with_capacity(320) };
         for f in &self.fields {
-            if let Some(v) = f.value(cx, arrived) {
-                line.insert(f.name().to_owned(), v);
-            }
+            f.write(&mut line, cx, arrived);
         }
-        let mut text = Value::Object(line).to_string();
-        text.push('\n');
-        match self.tx.try_send(text) {
-            Ok(()) => {}
-            Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) => {
-                DROPPED.fetch_add(1, Ordering::Relaxed);
-            }
+        line.buf.extend_from_slice(b"}\n");
+        if self.out.push(line.buf).is_err() {
+            DROPPED.fetch_add(1, Ordering::Relaxed);
         }
     }
 }
@@ -262,6 +369,41 @@ mod tests {
     use super::*;
     use crate::testing::plugin;
     use serde_json::json;
+
+    #[test]
+    fn every_field_as_json() {
+        use meshgate_core::{ResponseInfo, RouteInfo, TraceId};
+        let mut cx = crate::testing::request("/items/a%22b?key=secret", &[]);
+        cx.route = Some(RouteInfo { name: "items \"v2\"".into(), service: "inventory".into() });
+        cx.upstream = Some("10.0.0.7:8080".into());
+        cx.upstream_time = Some(Duration::from_micros(1_234));
+        cx.response = Some(ResponseInfo {
+            status: http::StatusCode::CREATED,
+            body_bytes: 42,
+            request_bytes: 7,
+            upstream: cx.upstream.clone(),
+        });
+        cx.vars.insert(TraceIds { trace_id: TraceId { value: 0xabc, short: true }, span_id: 1 });
+        let arrived = std::time::UNIX_EPOCH + Duration::from_millis(1_764_134_400_045);
+        let mut line = Line { buf: Vec::new() };
+        for f in Field::ALL {
+            f.write(&mut line, &cx, arrived);
+        }
+        line.buf.push(b'}');
+        let v: serde_json::Value = serde_json::from_slice(&line.buf).unwrap();
+        assert_eq!(v["time"], "2025-11-26T05:20:00.045Z");
+        assert_eq!((&v["route"], &v["service"]), (&json!("items \"v2\""), &json!("inventory")));
+        assert_eq!((&v["method"], &v["path"], &v["status"]), (&json!("GET"), &json!("/items/a%22b"), &json!(201)));
+        assert_eq!((&v["request_bytes"], &v["response_bytes"]), (&json!(7), &json!(42)));
+        assert_eq!((&v["upstream_ms"], &v["upstream"]), (&json!(1.234), &json!("10.0.0.7:8080")));
+        assert_eq!((&v["client_ip"], &v["trace_id"]), (&json!("127.0.0.1"), &json!("0000000000000abc")));
+        assert!(v["duration_ms"].as_f64().is_some());
+        assert!(v.get("consumer").is_none() && v.get("request_id").is_none(), "fields without a value are left out");
+        // The per-thread date text follows the clock across seconds.
+        let mut line = Line { buf: Vec::new() };
+        line.time(Field::Time, arrived + Duration::from_secs(61));
+        assert_eq!(String::from_utf8(line.buf).unwrap(), "{\"time\":\"2025-11-26T05:21:01.045Z\"");
+    }
 
     #[test]
     fn config_errors() {

@@ -4,6 +4,7 @@
 
 use super::io::{progressed, stalled};
 use super::pool;
+use crate::metrics::BodyAccount;
 use crate::server::BusyGuard;
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
@@ -30,11 +31,12 @@ pub struct UpstreamBody {
     idle: Option<Pin<Box<Sleep>>>,
     conn: Option<Returnable>,
     busy: Option<BusyGuard>,
+    account: Option<BodyAccount>,
 }
 
 impl UpstreamBody {
     pub(crate) fn new(inner: Incoming, read_timeout: Duration, conn: Option<Returnable>) -> Self {
-        let mut body = UpstreamBody { inner, read_timeout, idle: None, conn, busy: None };
+        let mut body = UpstreamBody { inner, read_timeout, idle: None, conn, busy: None, account: None };
         if body.inner.is_end_stream() {
             body.finish();
         }
@@ -46,10 +48,18 @@ impl UpstreamBody {
         self.busy = Some(busy);
     }
 
+    /// Counts the bytes sent to the client into the route's metrics.
+    pub(crate) fn account(&mut self, account: BodyAccount) {
+        self.account = Some(account);
+    }
+
     fn finish(&mut self) {
         if let Some(Returnable { key, sender, max_idle }) = self.conn.take() {
             pool::put_h1(key, sender, max_idle);
         }
+        // Counted now rather than when the body is dropped, which may be after the client
+        // already has the last byte.
+        self.account = None;
     }
 }
 
@@ -73,6 +83,9 @@ impl Body for UpstreamBody {
             }
             Poll::Ready(Some(Ok(frame))) => {
                 progressed(&mut this.idle, this.read_timeout);
+                if let (Some(a), Some(d)) = (this.account.as_mut(), frame.data_ref()) {
+                    a.sent(d.len());
+                }
                 if this.inner.is_end_stream() {
                     this.finish();
                 }

@@ -6,9 +6,17 @@
 //! unrelated requests into one trace. Everything here works on bytes without allocating; only
 //! writing the outgoing header values allocates, which propagation cannot avoid.
 
-use bytes::Bytes;
-use http::{HeaderMap, HeaderValue};
+use http::{HeaderMap, HeaderName, HeaderValue};
 use serde::Deserialize;
+
+// Names as constants: a lookup by `&str` parses the name first, on every request.
+static B3: HeaderName = HeaderName::from_static("b3");
+static X_B3_TRACEID: HeaderName = HeaderName::from_static("x-b3-traceid");
+static X_B3_SPANID: HeaderName = HeaderName::from_static("x-b3-spanid");
+static X_B3_PARENTSPANID: HeaderName = HeaderName::from_static("x-b3-parentspanid");
+static X_B3_SAMPLED: HeaderName = HeaderName::from_static("x-b3-sampled");
+static X_B3_FLAGS: HeaderName = HeaderName::from_static("x-b3-flags");
+static TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
 
 /// A propagation format, as named in `propagation:`.
 #[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]
@@ -20,22 +28,7 @@ pub enum Format {
     W3c,
 }
 
-/// A trace id: 128 bits, or 64 when it came in that way (B3 allows 16 hex digits; it is kept
-/// short so the caller's spans and ours carry the same id).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct TraceId {
-    /// The id's bits; the high half is zero for a 64-bit id.
-    pub value: u128,
-    /// Written as 16 hex digits (B3 and Zipkin); `traceparent` always takes 32.
-    pub short: bool,
-}
-
-impl TraceId {
-    /// The id in lower hex, 16 or 32 digits.
-    pub fn hex(self) -> String {
-        if self.short { format!("{:016x}", self.value as u64) } else { format!("{:032x}", self.value) }
-    }
-}
+pub use meshgate_core::TraceId;
 
 /// The sampling decision that came with a request.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -65,7 +58,7 @@ pub fn extract(headers: &HeaderMap, formats: &[Format]) -> Incoming {
     for f in formats {
         let found = match f {
             Format::B3 => b3_single(headers).or_else(|| b3_multi(headers)),
-            Format::W3c => traceparent(headers.get("traceparent").map(HeaderValue::as_bytes)),
+            Format::W3c => traceparent(headers.get(&TRACEPARENT).map(HeaderValue::as_bytes)),
         };
         if let Some(found) = found {
             if found.ids.is_some() {
@@ -80,17 +73,17 @@ pub fn extract(headers: &HeaderMap, formats: &[Format]) -> Incoming {
 /// `X-B3-TraceId`, `X-B3-SpanId`, `X-B3-Sampled`, `X-B3-Flags`. Ids must both be present and
 /// valid; a lone sampling decision is still a decision.
 pub fn b3_multi(headers: &HeaderMap) -> Option<Incoming> {
-    let get = |n: &str| headers.get(n).map(HeaderValue::as_bytes);
-    let decision = if get("x-b3-flags") == Some(b"1") {
+    let get = |n: &HeaderName| headers.get(n).map(HeaderValue::as_bytes);
+    let decision = if get(&X_B3_FLAGS) == Some(b"1") {
         Some(Decision::Debug)
     } else {
-        match get("x-b3-sampled") {
+        match get(&X_B3_SAMPLED) {
             Some(b"1" | b"true") => Some(Decision::Sample),
             Some(b"0" | b"false") => Some(Decision::Deny),
             _ => None,
         }
     };
-    let ids = match (get("x-b3-traceid"), get("x-b3-spanid")) {
+    let ids = match (get(&X_B3_TRACEID), get(&X_B3_SPANID)) {
         (None, None) => None,
         (Some(t), Some(s)) => Some((trace_id(t)?, span_id(s)?)),
         _ => return None,
@@ -101,7 +94,7 @@ pub fn b3_multi(headers: &HeaderMap) -> Option<Incoming> {
 /// The single `b3` header: `{traceid}-{spanid}[-{sampled}[-{parentspanid}]]`, or only `0`, `1`
 /// or `d`.
 pub fn b3_single(headers: &HeaderMap) -> Option<Incoming> {
-    let v = headers.get("b3")?.as_bytes();
+    let v = headers.get(&B3)?.as_bytes();
     let flag = |s: &[u8]| match s {
         b"0" => Some(Decision::Deny),
         b"1" => Some(Decision::Sample),
@@ -181,29 +174,53 @@ fn lower_hex(s: &[u8]) -> Option<u128> {
 /// `X-B3-Sampled` is left out then, as B3 asks). B3 replaces any incoming `b3` single header
 /// (which names the caller's span, not ours). One allocation per header value.
 pub fn inject(headers: &mut HeaderMap, formats: &[Format], trace: TraceId, span: u64, parent: u64, decision: Decision) {
-    let value = |s: String| HeaderValue::from_maybe_shared(Bytes::from(s)).expect("hex is a valid header value");
     let sampled = decision != Decision::Deny;
     for f in formats {
         match f {
             Format::B3 => {
-                headers.remove("b3");
-                headers.insert("x-b3-traceid", value(trace.hex()));
-                headers.insert("x-b3-spanid", value(format!("{span:016x}")));
-                headers.insert("x-b3-parentspanid", value(format!("{parent:016x}")));
+                headers.remove(&B3);
+                let digits = if trace.short { 16 } else { 32 };
+                headers.insert(X_B3_TRACEID.clone(), hex_value(&[(trace.value, digits)]));
+                headers.insert(X_B3_SPANID.clone(), hex_value(&[(span.into(), 16)]));
+                headers.insert(X_B3_PARENTSPANID.clone(), hex_value(&[(parent.into(), 16)]));
                 if decision == Decision::Debug {
-                    headers.remove("x-b3-sampled");
-                    headers.insert("x-b3-flags", HeaderValue::from_static("1"));
+                    headers.remove(&X_B3_SAMPLED);
+                    headers.insert(X_B3_FLAGS.clone(), HeaderValue::from_static("1"));
                 } else {
-                    headers.insert("x-b3-sampled", HeaderValue::from_static(if sampled { "1" } else { "0" }));
-                    headers.remove("x-b3-flags");
+                    headers.insert(X_B3_SAMPLED.clone(), HeaderValue::from_static(if sampled { "1" } else { "0" }));
+                    headers.remove(&X_B3_FLAGS);
                 }
             }
             Format::W3c => {
-                let flags = if sampled { "01" } else { "00" };
-                headers.insert("traceparent", value(format!("00-{:032x}-{span:016x}-{flags}", trace.value)));
+                // 00-{trace:32}-{span:16}-{flags:2}, with the flags written as a third number.
+                let flags = u128::from(sampled);
+                headers.insert(
+                    TRACEPARENT.clone(),
+                    hex_value(&[(0, 2), (trace.value, 32), (span.into(), 16), (flags, 2)]),
+                );
             }
         }
     }
+}
+
+/// Numbers in fixed-width lower hex, joined by `-`, as a header value: written with a table
+/// rather than `format!`, which was a visible share of a traced request's cost.
+fn hex_value(parts: &[(u128, usize)]) -> HeaderValue {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut buf = [0u8; 72];
+    let mut len = 0;
+    for (i, &(v, digits)) in parts.iter().enumerate() {
+        if i > 0 {
+            buf[len] = b'-';
+            len += 1;
+        }
+        for b in &v.to_be_bytes()[16 - digits / 2..] {
+            buf[len] = DIGITS[usize::from(b >> 4)];
+            buf[len + 1] = DIGITS[usize::from(b & 0xf)];
+            len += 2;
+        }
+    }
+    HeaderValue::from_bytes(&buf[..len]).expect("hex is a valid header value")
 }
 
 #[cfg(test)]

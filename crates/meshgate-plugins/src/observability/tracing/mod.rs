@@ -13,19 +13,21 @@
 
 pub mod context;
 pub mod export;
+pub mod span;
 
+use crate::observability::handoff::Handoff;
 use context::{Decision, Format, TraceId};
-use export::{DROPPED, EXPORT_ERRORS, EXPORTED, Endpoint, Settings, Span};
+use export::{DROPPED, EXPORT_ERRORS, EXPORTED, Settings};
 use meshgate_config::units::Duration;
 use meshgate_core::metrics::{self, MetricsRegistry};
 use meshgate_core::{
-    BuildContext, Built, Flow, Phases, Plugin, PluginConfigError, PluginFactory, RequestCtx, async_trait, parse_config,
+    BuildContext, Built, Flow, Phases, Plugin, PluginConfigError, PluginFactory, RequestCtx, TraceIds, async_trait,
+    parse_config,
 };
 use serde::Deserialize;
-use std::collections::HashMap;
+use span::{Kind, Span};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::mpsc::SyncSender;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 /// Registers `tracing`.
@@ -236,8 +238,8 @@ struct Attempt {
     end: Option<Instant>,
     /// The upstream target (`cx.upstream`).
     target: Option<Arc<str>>,
-    /// The path as sent upstream (after rewrites).
-    path: String,
+    /// The URI as sent upstream (after rewrites); a shared copy, not a new string.
+    uri: http::Uri,
     /// The status the attempt ended with, when it ended with an answer that was used.
     status: Option<u16>,
     /// Another attempt followed this one.
@@ -253,7 +255,7 @@ struct Tracing {
     /// `localEndpoint.serviceName`, lower case.
     service: Arc<str>,
     /// The exporter's queue for this instance's collector.
-    tx: SyncSender<Span>,
+    tx: Arc<Handoff<Span>>,
 }
 
 /// A random non-zero span id.
@@ -280,7 +282,9 @@ impl Plugin for Tracing {
             Box::new(Recording { start_us, attempts: Vec::new() })
         });
         let debug = incoming.decision == Some(Decision::Debug);
-        cx.vars.insert(TraceContext { trace_id, span_id: new_id(), parent_id, sampled, debug, recording });
+        let span_id = new_id();
+        cx.vars.insert(TraceIds { trace_id, span_id });
+        cx.vars.insert(TraceContext { trace_id, span_id, parent_id, sampled, debug, recording });
         Flow::Continue
     }
 
@@ -297,7 +301,7 @@ impl Plugin for Tracing {
                 start: now,
                 end: None,
                 target: cx.upstream.clone(),
-                path: upstream.uri.path().to_owned(),
+                uri: upstream.uri.clone(),
                 status: None,
                 retried: false,
             });
@@ -321,76 +325,47 @@ impl Plugin for Tracing {
     fn on_log(&self, cx: &RequestCtx) {
         let Some(tc) = cx.vars.get::<TraceContext>() else { return };
         let Some(rec) = tc.recording.as_deref() else { return };
-        for span in self.spans(cx, tc, rec, Instant::now()) {
-            export::submit(&self.tx, span);
-        }
+        self.spans(cx, tc, rec, Instant::now(), |span| export::submit(&self.tx, span));
     }
 }
 
 impl Tracing {
-    /// The finished spans of a sampled request, the server span first.
-    fn spans(&self, cx: &RequestCtx, tc: &TraceContext, rec: &Recording, now: Instant) -> Vec<Span> {
+    /// The finished spans of a sampled request: the client spans, then the server span. Only
+    /// values are copied here; formatting waits for the exporter's thread.
+    fn spans(&self, cx: &RequestCtx, tc: &TraceContext, rec: &Recording, now: Instant, mut out: impl FnMut(Span)) {
         let at = |t: Instant| rec.start_us + t.saturating_duration_since(cx.started).as_micros() as u64;
         let micros = |from: Instant, to: Instant| (to.saturating_duration_since(from).as_micros() as u64).max(1);
-        let method = cx.request.method.as_str();
-        let local = Endpoint { service_name: Some(self.service.clone()), ..Endpoint::default() };
-        let status = cx.response.as_ref().map(|r| r.status.as_u16());
-        let mut tags = HashMap::new();
-        tags.insert("http.method", method.to_owned());
-        tags.insert("http.path", cx.request.uri.path().to_owned());
-        if let Some(s) = status {
-            tags.insert("http.status_code", s.to_string());
-            if s >= 500 {
-                tags.insert("error", s.to_string());
-            }
-        }
-        if let Some(r) = &cx.route {
-            tags.insert("meshgate.route", r.name.to_string());
-            tags.insert("meshgate.service", r.service.to_string());
-        }
-        let mut spans = Vec::with_capacity(1 + rec.attempts.len());
-        spans.push(Span {
-            trace_id: tc.trace_id.hex(),
-            id: format!("{:016x}", tc.span_id),
-            parent_id: tc.parent_id.map(|p| format!("{p:016x}")),
-            kind: "SERVER",
-            name: cx.route.as_ref().map_or_else(|| method.to_lowercase(), |r| r.name.to_string()),
+        let server = Span {
+            trace_id: tc.trace_id,
+            id: tc.span_id,
+            parent_id: tc.parent_id,
+            kind: Kind::Server,
+            route: cx.route.clone(),
+            method: cx.request.method.clone(),
+            uri: cx.request.uri.clone(),
             timestamp: rec.start_us,
             duration: micros(cx.started, now),
-            local_endpoint: local.clone(),
-            remote_endpoint: None,
+            local_service: self.service.clone(),
+            remote: None,
             debug: tc.debug,
-            tags,
-        });
-        let service = cx.route.as_ref().map(|r| Arc::from(r.service.to_lowercase()));
+            status: cx.response.as_ref().map(|r| r.status.as_u16()),
+            retried: false,
+        };
         for a in &rec.attempts {
-            let mut tags = HashMap::new();
-            tags.insert("http.method", method.to_owned());
-            tags.insert("http.path", a.path.clone());
-            if let Some(s) = a.status {
-                tags.insert("http.status_code", s.to_string());
-                if s >= 500 {
-                    tags.insert("error", s.to_string());
-                }
-            }
-            if a.retried {
-                tags.insert("error", "retried".to_owned());
-            }
-            spans.push(Span {
-                trace_id: tc.trace_id.hex(),
-                id: format!("{:016x}", a.id),
-                parent_id: Some(format!("{:016x}", tc.span_id)),
-                kind: "CLIENT",
-                name: method.to_lowercase(),
+            out(Span {
+                id: a.id,
+                parent_id: Some(tc.span_id),
+                kind: Kind::Client,
+                uri: a.uri.clone(),
                 timestamp: at(a.start),
                 duration: micros(a.start, a.end.unwrap_or(now)),
-                local_endpoint: local.clone(),
-                remote_endpoint: a.target.as_deref().map(|t| Endpoint::of_target(t, service.clone())),
-                debug: tc.debug,
-                tags,
+                remote: a.target.clone(),
+                status: a.status,
+                retried: a.retried,
+                ..server.clone()
             });
         }
-        spans
+        out(server);
     }
 }
 

@@ -1,0 +1,239 @@
+//! A finished span and its Zipkin v2 JSON.
+//!
+//! Spans are recorded on the request's thread as plain values (ids as numbers, names as shared
+//! strings: no formatting, a few reference counts) and written as JSON on the exporter's thread.
+//! The writer is by hand because a span's shape is fixed and most of it needs no escaping
+//! (hex ids, numbers, constant keys): through serde, escaping and `Display` formatting made
+//! encoding a span cost several times what the gateway spends on the whole request.
+
+use crate::observability::json::{self, hex, number, string};
+use meshgate_core::{RouteInfo, TraceId};
+use std::sync::Arc;
+
+/// A finished span.
+#[derive(Clone, Debug)]
+pub struct Span {
+    /// The trace's id.
+    pub trace_id: TraceId,
+    /// The span's id.
+    pub id: u64,
+    /// The parent span's id; absent for a trace's root.
+    pub parent_id: Option<u64>,
+    /// SERVER (the request) or CLIENT (an upstream attempt).
+    pub kind: Kind,
+    /// The matched route: the server span's name and tags, the client span's remote service.
+    pub route: Option<RouteInfo>,
+    /// The request's method.
+    pub method: http::Method,
+    /// The path as received (server) or as sent upstream (client); the query is never written.
+    pub uri: http::Uri,
+    /// Start, in microseconds since the Unix epoch.
+    pub timestamp: u64,
+    /// Microseconds, at least 1.
+    pub duration: u64,
+    /// `localEndpoint.serviceName`, lower case.
+    pub local_service: Arc<str>,
+    /// The upstream target of a client span (`ip:port` or `host:port`).
+    pub remote: Option<Arc<str>>,
+    /// Recorded because the caller asked for debug (B3 `X-B3-Flags: 1`).
+    pub debug: bool,
+    /// The status the span ended with, when it ended with an answer.
+    pub status: Option<u16>,
+    /// A client span whose attempt was followed by another (`error: retried`).
+    pub retried: bool,
+}
+
+/// A span's kind, as Zipkin names it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    /// The request as the gateway received it.
+    Server,
+    /// One upstream attempt.
+    Client,
+}
+
+/// Spans as the JSON array `POST /api/v2/spans` takes.
+pub fn write_batch(spans: &[Span], out: &mut Vec<u8>) {
+    out.push(b'[');
+    for (i, s) in spans.iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        s.write_json(out);
+    }
+    out.push(b']');
+}
+
+impl Span {
+    /// The span as one Zipkin v2 JSON object.
+    pub fn write_json(&self, out: &mut Vec<u8>) {
+        let server = self.kind == Kind::Server;
+        out.extend_from_slice(b"{\"traceId\":\"");
+        hex(out, self.trace_id.value, if self.trace_id.short { 16 } else { 32 });
+        out.extend_from_slice(b"\",\"id\":\"");
+        hex(out, self.id.into(), 16);
+        if let Some(p) = self.parent_id {
+            out.extend_from_slice(b"\",\"parentId\":\"");
+            hex(out, p.into(), 16);
+        }
+        out.extend_from_slice(if server {
+            b"\",\"kind\":\"SERVER\",\"name\":"
+        } else {
+            b"\",\"kind\":\"CLIENT\",\"name\":"
+        });
+        match (&self.route, server) {
+            (Some(r), true) => string(out, &r.name),
+            _ => json::lower_string(out, self.method.as_str()),
+        }
+        out.extend_from_slice(b",\"timestamp\":");
+        number(out, self.timestamp);
+        out.extend_from_slice(b",\"duration\":");
+        number(out, self.duration);
+        out.extend_from_slice(b",\"localEndpoint\":{\"serviceName\":");
+        string(out, &self.local_service);
+        out.push(b'}');
+        if let Some(target) = &self.remote {
+            out.extend_from_slice(b",\"remoteEndpoint\":");
+            endpoint(out, target, self.route.as_ref().map(|r| &*r.service));
+        }
+        if self.debug {
+            out.extend_from_slice(b",\"debug\":true");
+        }
+        out.extend_from_slice(b",\"tags\":{\"http.method\":");
+        string(out, self.method.as_str());
+        out.extend_from_slice(b",\"http.path\":");
+        string(out, self.uri.path());
+        if let Some(status) = self.status {
+            out.extend_from_slice(b",\"http.status_code\":\"");
+            number(out, status.into());
+            out.push(b'"');
+        }
+        if self.retried {
+            out.extend_from_slice(b",\"error\":\"retried\"");
+        } else if let Some(status) = self.status.filter(|s| *s >= 500) {
+            out.extend_from_slice(b",\"error\":\"");
+            number(out, status.into());
+            out.push(b'"');
+        }
+        if let (Some(r), true) = (&self.route, server) {
+            out.extend_from_slice(b",\"meshgate.route\":");
+            string(out, &r.name);
+            out.extend_from_slice(b",\"meshgate.service\":");
+            string(out, &r.service);
+        }
+        out.extend_from_slice(b"}}");
+    }
+}
+
+/// A Zipkin endpoint for a target written `ip:port`, or `host:port`, which keeps the port only:
+/// Zipkin endpoints carry addresses, not names. The service name is written in lower case, as
+/// Zipkin indexes it.
+fn endpoint(out: &mut Vec<u8>, target: &str, service: Option<&str>) {
+    let mut sep = b'{';
+    if let Some(s) = service {
+        out.extend_from_slice(b"{\"serviceName\":");
+        json::lower_string(out, s);
+        sep = b',';
+    }
+    let (ip, port) = match target.parse::<std::net::SocketAddr>() {
+        Ok(a) => (Some(a.ip()), Some(a.port())),
+        Err(_) => (None, target.rsplit_once(':').and_then(|(_, p)| p.parse().ok())),
+    };
+    if let Some(ip) = ip {
+        out.push(sep);
+        out.extend_from_slice(if ip.is_ipv4() { b"\"ipv4\":" } else { b"\"ipv6\":" });
+        json::ip(out, ip);
+        sep = b',';
+    }
+    if let Some(port) = port {
+        out.push(sep);
+        out.extend_from_slice(b"\"port\":");
+        number(out, port.into());
+        sep = b',';
+    }
+    if sep == b'{' {
+        out.push(b'{');
+    }
+    out.push(b'}');
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::{Value, json};
+
+    fn json_of(span: &Span) -> Value {
+        let mut out = Vec::new();
+        span.write_json(&mut out);
+        serde_json::from_slice(&out).unwrap()
+    }
+
+    #[test]
+    fn zipkin_v2_json() {
+        let route = RouteInfo { name: "orders-api".into(), service: "Orders".into() };
+        let span = Span {
+            trace_id: TraceId { value: 0xa3ce929d0e0e4736, short: true },
+            id: 0x00f067aa0ba902b7,
+            parent_id: Some(0x1234),
+            kind: Kind::Client,
+            route: Some(route),
+            method: http::Method::GET,
+            uri: "/v1/orders?secret=1".parse().unwrap(),
+            timestamp: 1_764_134_400_000_000,
+            duration: 1500,
+            local_service: "meshgate".into(),
+            remote: Some("10.0.0.5:8080".into()),
+            debug: false,
+            status: Some(503),
+            retried: false,
+        };
+        assert_eq!(
+            json_of(&span),
+            json!({
+                "traceId": "a3ce929d0e0e4736", "id": "00f067aa0ba902b7", "parentId": "0000000000001234",
+                "kind": "CLIENT", "name": "get",
+                "timestamp": 1_764_134_400_000_000u64, "duration": 1500,
+                "localEndpoint": {"serviceName": "meshgate"},
+                "remoteEndpoint": {"serviceName": "orders", "ipv4": "10.0.0.5", "port": 8080},
+                "tags": {"http.method": "GET", "http.path": "/v1/orders", "http.status_code": "503", "error": "503"}
+            })
+        );
+        let server = Span {
+            kind: Kind::Server,
+            parent_id: None,
+            remote: None,
+            debug: true,
+            status: None,
+            trace_id: TraceId { value: 7, short: false },
+            route: Some(RouteInfo { name: "a \"quoted\"\nroute".into(), service: "Orders".into() }),
+            ..span.clone()
+        };
+        assert_eq!(
+            json_of(&server),
+            json!({
+                "traceId": "00000000000000000000000000000007", "id": "00f067aa0ba902b7",
+                "kind": "SERVER", "name": "a \"quoted\"\nroute",
+                "timestamp": 1_764_134_400_000_000u64, "duration": 1500,
+                "localEndpoint": {"serviceName": "meshgate"}, "debug": true,
+                "tags": {"http.method": "GET", "http.path": "/v1/orders",
+                         "meshgate.route": "a \"quoted\"\nroute", "meshgate.service": "Orders"}
+            })
+        );
+        let retried =
+            Span { retried: true, status: None, route: None, remote: Some("[::1]:81".into()), ..span.clone() };
+        let j = json_of(&retried);
+        assert_eq!(
+            (&j["remoteEndpoint"], &j["tags"]["error"]),
+            (&json!({"ipv6": "::1", "port": 81}), &json!("retried"))
+        );
+        let named = Span { remote: Some("svc.local:9".into()), route: None, ..span.clone() };
+        assert_eq!(json_of(&named)["remoteEndpoint"], json!({"port": 9}));
+        let nameless = Span { remote: Some("svc.local".into()), route: None, ..span.clone() };
+        assert_eq!(json_of(&nameless)["remoteEndpoint"], json!({}));
+
+        let mut batch = Vec::new();
+        write_batch(&[span.clone(), server], &mut batch);
+        let v: Value = serde_json::from_slice(&batch).unwrap();
+        assert_eq!(v.as_array().map(Vec::len), Some(2));
+    }
+}
