@@ -175,7 +175,7 @@ fn parse_methods(list: &[String]) -> Result<HeaderValue, PluginConfigError> {
         Method::from_bytes(m.as_bytes())
             .map_err(|_| PluginConfigError::new(field(), format!("invalid method {m:?}")))?;
     }
-    joined("methods", list).map(|v| v.expect("not empty"))
+    crate::headers::header_value("methods".to_owned(), &list.join(", "))
 }
 
 /// Header names, checked; `*` only alone.
