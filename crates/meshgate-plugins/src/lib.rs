@@ -10,6 +10,7 @@ mod outbound;
 #[cfg(test)]
 mod testing;
 pub mod traffic;
+pub mod transform;
 
 use meshgate_core::Registry;
 
@@ -31,5 +32,6 @@ pub fn builtin() -> Registry {
     r.register(traffic::fault_injection::Factory);
     r.register(traffic::rate_limiting::Factory);
     r.register(traffic::request_size_limiting::Factory);
+    r.register(transform::cors::Factory);
     r
 }

@@ -5,6 +5,7 @@
 mod access_log;
 mod auth;
 mod balancing;
+mod cors;
 mod errors;
 mod forwarding;
 mod health;

@@ -1,0 +1,3 @@
+//! Plugins that change requests and responses on their way through.
+
+pub mod cors;
