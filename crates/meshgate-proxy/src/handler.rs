@@ -1,6 +1,7 @@
 //! One request through the gateway: limits, routing, the plugin phases, target choice with
 //! retries, the upstream exchange, and the response on its way back.
 
+use crate::buffer;
 use crate::chain::Chain;
 use crate::client::{self, Failure, UpstreamBody};
 use crate::forward::{self, ConnInfo};
@@ -91,6 +92,14 @@ pub async fn handle(
     }
 
     let mut body = ProxyBody::from(body);
+    let mut declared = declared;
+    if !route.chain.request_body.is_empty() {
+        match buffer::request(&mut cx, &route.chain.request_body, body, &snap.limits).await {
+            // A body held whole goes on with its length declared.
+            Ok(b) => (body, declared) = (b, content_length(&cx.request.headers)),
+            Err(resp) => return finish(&snap, at, cx, resp).await,
+        }
+    }
     if declared.is_none() && !http_body::Body::is_end_stream(&body) {
         // A route's plugin (request-size-limiting) may ask for less than the global limit.
         let limit = cx.vars.get::<BodyLimit>().map_or(u64::MAX, |l| l.0).min(snap.limits.max_body_bytes);
@@ -113,7 +122,12 @@ pub async fn handle(
             if parts.status != StatusCode::SWITCHING_PROTOCOLS {
                 forward::strip_hop_by_hop(&mut parts.headers, false);
             }
-            Response::from_parts(parts, ProxyBody::boxed(body))
+            let resp = Response::from_parts(parts, ProxyBody::boxed(body));
+            if route.chain.response_body.is_empty() {
+                resp
+            } else {
+                buffer::response(&mut cx, &route.chain.response_body, resp, snap.limits.max_body_bytes).await
+            }
         }
         Err(resp) => resp,
     };
