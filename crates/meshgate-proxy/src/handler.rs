@@ -155,19 +155,20 @@ async fn forward_upstream(
     forward::set_forwarded(&mut headers, &conn.info, client_host.as_ref());
     meshgate_core::auth::set_identity_headers(&mut headers, cx.auth.as_ref());
 
-    // Only a request without a body can be sent again once it left: a streamed body is gone
-    // (buffering bodies for replay is not done; see docs/traffic.md). Its head is copied up
+    // Only a request without a body, or with one read whole for the body phases, can be sent
+    // again once it left: a streamed body is gone (see docs/traffic.md). Its head is copied up
     // front, and only when the policy could use it.
     let replayable = !upgrade
         && policy.retries_after_send()
-        && http_body::Body::is_end_stream(&body)
+        && (http_body::Body::is_end_stream(&body) || body.whole().is_some())
         && policy.may_replay(&cx.request.method);
+    let held = body.whole().cloned();
     let mut req = Request::new(body);
     *req.method_mut() = cx.request.method.clone();
     *req.uri_mut() = forward::upstream_path(&cx.request.uri, route, matched_len).into();
     *req.version_mut() = Version::HTTP_11;
     *req.headers_mut() = headers;
-    let template = replayable.then(|| (req.method().clone(), req.uri().clone(), req.headers().clone()));
+    let template = replayable.then(|| (req.method().clone(), req.uri().clone(), req.headers().clone(), held));
     let preserve = if route.preserve_host { client_host.as_ref() } else { None };
     if policy.attempts > 0 {
         policy.budget.record_request();
@@ -264,10 +265,13 @@ async fn forward_upstream(
     }
 }
 
-/// A fresh copy of a request without a body, from the head kept for replays.
-fn replay(template: Option<&(http::Method, http::Uri, http::HeaderMap)>) -> Option<Request<ProxyBody>> {
-    let (method, uri, headers) = template?;
-    let mut req = Request::new(ProxyBody::Empty);
+/// A request's head and whole body (if any), kept for replays.
+type Template = (http::Method, http::Uri, http::HeaderMap, Option<bytes::Bytes>);
+
+/// A fresh copy of a request, from what was kept for replays.
+fn replay(template: Option<&Template>) -> Option<Request<ProxyBody>> {
+    let (method, uri, headers, body) = template?;
+    let mut req = Request::new(body.clone().map_or(ProxyBody::Empty, ProxyBody::full));
     *req.method_mut() = method.clone();
     *req.uri_mut() = uri.clone();
     *req.version_mut() = Version::HTTP_11;
