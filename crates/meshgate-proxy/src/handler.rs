@@ -162,7 +162,7 @@ async fn forward_upstream(
         && policy.retries_after_send()
         && (http_body::Body::is_end_stream(&body) || body.whole().is_some())
         && policy.may_replay(&cx.request.method);
-    let held = body.whole().cloned();
+    let held = if replayable { body.whole().cloned() } else { None };
     let mut req = Request::new(body);
     *req.method_mut() = cx.request.method.clone();
     *req.uri_mut() = forward::upstream_path(&cx.request.uri, route, matched_len).into();
