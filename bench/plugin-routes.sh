@@ -5,7 +5,10 @@
 # be reached, so every request is counted and admitted; Redis at REDIS_URL, default
 # redis://127.0.0.1:6379), and `/observed` (access-log to DIR/access.log plus tracing at 100 %
 # sampling, spans posted to ZIPKIN_URL, default the bench upstream's /api/v2/spans, which
-# answers 202 like a collector). Prints "API_KEY JWT": a valid key and a token valid for a day.
+# answers 202 like a collector), and `/transform` (response-transformer removing a field of the
+# JSON answer of the upstream's /bench.json and adding one, so `GET /transform/bench.json`
+# compares with `GET /bench.json` on the catch-all route). Prints "API_KEY JWT": a valid key and
+# a token valid for a day.
 #
 #   bench/plugin-routes.sh DIR
 set -euo pipefail
@@ -68,6 +71,13 @@ jwt="$header.$payload.$signature"
       - { name: access-log, config: { path: access.log } }
       - name: tracing
         config: { sampling: 1.0, zipkin: { url: "ZIPKIN_URL_HERE" } }
+  - name: transform
+    service: upstream
+    paths: ["/transform"]
+    strip_path: true
+    plugins:
+      - name: response-transformer
+        config: { remove: { json: [internal] }, add: { json: { via: meshgate } } }
 consumers:
 YAML
     awk 'BEGIN {

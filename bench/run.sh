@@ -51,6 +51,10 @@ PORT_MESHGATE_AUTH=18085
 
 # ~100-byte response body of the upstream (exactly 100 bytes).
 BODY="meshgate-bench-upstream-$(printf '%076d' 0)"
+# A small JSON answer of the upstream (/bench.json) for the body-transform route, and what
+# bench/plugin-routes.sh's /transform route makes of it (`internal` removed, `via` added).
+BENCH_JSON='{"id":7,"name":"meshgate-bench","internal":"x","items":[1,2,3],"tags":{"a":1,"b":2}}'
+BENCH_JSON_TRANSFORMED='{"id":7,"name":"meshgate-bench","items":[1,2,3],"tags":{"a":1,"b":2},"via":"meshgate"}'
 
 log() { printf '[bench %(%H:%M:%S)T] %s\n' -1 "$*" >&2; }
 die() {
@@ -258,6 +262,8 @@ $(nginx_temp_paths "$TMP/upstream")
         location / { return 200 "$BODY"; }
         # A Zipkin collector that accepts every batch (for the traced bench route).
         location = /api/v2/spans { return 202; }
+        # A small JSON answer (for the body-transform route and its plain comparison).
+        location = /bench.json { default_type application/json; return 200 '$BENCH_JSON'; }
     }
 }
 EOF
@@ -365,6 +371,14 @@ check_response() { # name url [header line, e.g. "Host: x"] : 200 and the upstre
     [[ $code == 200 && $body == "$BODY" ]] || die "$name: $url${header:+ ($header)} answered $code with body '${body:0:200}', expected 200 and the upstream's ${#BODY}-byte body"
 }
 
+check_body() { # name url body : 200 and exactly that body
+    local name=$1 url=$2 want=$3 out code body
+    out=$(curl -s --max-time 5 -w '\n%{http_code}' "$url") || die "$name: request to $url failed"
+    code=${out##*$'\n'}
+    body=${out%$'\n'*}
+    [[ $code == 200 && $body == "$want" ]] || die "$name: $url answered $code with body '${body:0:200}', expected 200 and '$want'"
+}
+
 check_h2() { # name url : h2c prior knowledge works
     local name=$1 url=$2 out
     out=$(h2load -n 10 -c 1 "$url" 2>&1) || true
@@ -424,6 +438,8 @@ if [[ $SKIP_MESHGATE != 1 ]]; then
     check_response meshgate-rl-local "http://127.0.0.1:$PORT_MESHGATE_AUTH/rl-local"
     check_response meshgate-rl-redis "http://127.0.0.1:$PORT_MESHGATE_AUTH/rl-redis"
     check_response meshgate-observed "http://127.0.0.1:$PORT_MESHGATE_AUTH/observed"
+    check_body meshgate-json-plain "http://127.0.0.1:$PORT_MESHGATE_AUTH/bench.json" "$BENCH_JSON"
+    check_body meshgate-json-transform "http://127.0.0.1:$PORT_MESHGATE_AUTH/transform/bench.json" "$BENCH_JSON_TRANSFORMED"
     for path in key jwt; do
         code=$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$PORT_MESHGATE_AUTH/$path")
         [[ $code == 401 ]] || die "meshgate-auth: /$path without credentials answered $code, expected 401"
@@ -461,6 +477,8 @@ if [[ $SKIP_MESHGATE != 1 ]]; then
         "meshgate-rl-local|wrk|http://127.0.0.1:$PORT_MESHGATE_AUTH/rl-local||$MESHGATE_AUTH_PID|meshgate-auth"
         "meshgate-rl-redis|wrk|http://127.0.0.1:$PORT_MESHGATE_AUTH/rl-redis||$MESHGATE_AUTH_PID|meshgate-auth"
         "meshgate-observed|wrk|http://127.0.0.1:$PORT_MESHGATE_AUTH/observed||$MESHGATE_AUTH_PID|meshgate-auth"
+        "meshgate-json-plain|wrk|http://127.0.0.1:$PORT_MESHGATE_AUTH/bench.json||$MESHGATE_AUTH_PID|meshgate-auth"
+        "meshgate-json-transform|wrk|http://127.0.0.1:$PORT_MESHGATE_AUTH/transform/bench.json||$MESHGATE_AUTH_PID|meshgate-auth"
     )
 fi
 TARGETS+=("nginx-h2|h2load|http://127.0.0.1:$PORT_NGINX_H2/||$NGINX_PID|nginx")
@@ -629,6 +647,8 @@ describe() {
     meshgate-rl-local) echo "meshgate + plugin routes, \`/rl-local\`: rate-limiting, local" ;;
     meshgate-rl-redis) echo "meshgate + plugin routes, \`/rl-redis\`: rate-limiting, Redis" ;;
     meshgate-observed) echo "meshgate + plugin routes, \`/observed\`: access log + tracing 100 % (metrics always on)" ;;
+    meshgate-json-plain) echo "meshgate + plugin routes, \`/bench.json\` without plugins (small JSON answer)" ;;
+    meshgate-json-transform) echo "meshgate + plugin routes, \`/transform/bench.json\`: response-transformer on the JSON body" ;;
     nginx-h2) echo "nginx $NGINX_VERSION, h2c client side" ;;
     meshgate-h2) echo "meshgate, 10 routes, h2c client side" ;;
     esac
@@ -697,6 +717,9 @@ ratios() {
     fi
     if has meshgate-observed && has meshgate-noplugin; then
         echo "- access log + tracing 100 % (+ metrics, always on) / same instance without plugins: req/s $(ratio "${MED_RPS[meshgate-observed]}" "${MED_RPS[meshgate-noplugin]}"), proxy CPU µs/req $(ratio "${MED_CPU[meshgate-observed]}" "${MED_CPU[meshgate-noplugin]}")"
+    fi
+    if has meshgate-json-transform && has meshgate-json-plain; then
+        echo "- response-transformer JSON body (remove + add a field) / same JSON answer without plugins: req/s $(ratio "${MED_RPS[meshgate-json-transform]}" "${MED_RPS[meshgate-json-plain]}"), proxy CPU µs/req $(ratio "${MED_CPU[meshgate-json-transform]}" "${MED_CPU[meshgate-json-plain]}")"
     fi
     if has nginx && has direct; then
         echo "- nginx / direct, HTTP/1.1: req/s $(ratio "${MED_RPS[nginx]}" "${MED_RPS[direct]}")"
@@ -792,7 +815,10 @@ authentication, so the ratio is the plugin's cost alone. The same instance has `
 `/rl-redis` (rate-limiting by client IP per second and per hour, limits never reached, counted in
 the process or in the machine's Redis on 127.0.0.1:6379, unpinned), and `/observed` (an access
 log to a file plus tracing at 100 % sampling, spans batched to a collector stub on the upstream
-nginx), compared with its plain `/`. Per-route metrics are on for every route.
+nginx), compared with its plain `/`. `/transform/bench.json` (response-transformer removing one
+field of the upstream's 84-byte JSON answer and adding one: the body read whole, rewritten, its
+`Content-Length` set) is compared with `/bench.json`, the same answer through the catch-all route.
+Per-route metrics are on for every route.
 EOF
     echo
     echo "## Run"

@@ -33,6 +33,15 @@ impl ProxyBody {
         if b.is_empty() { ProxyBody::Empty } else { ProxyBody::Full(Some(b)) }
     }
 
+    /// The body's bytes when it is whole in memory (a gateway answer or a body read whole for
+    /// the body phases), so that it can be sent again.
+    pub fn whole(&self) -> Option<&Bytes> {
+        match self {
+            ProxyBody::Full(b) => b.as_ref(),
+            _ => None,
+        }
+    }
+
     /// Wraps any body.
     pub fn boxed<B>(body: B) -> Self
     where

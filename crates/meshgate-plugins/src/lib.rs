@@ -1,5 +1,5 @@
 //! meshgate's built-in plugins. Each plugin is one module with one job; modules are grouped by
-//! concern (`access`, `headers`, and later `auth`, `traffic`, `observability`, `transform`). Adding a plugin
+//! concern (`access`, `auth`, `headers`, `observability`, `traffic`, `transform`). Adding a plugin
 //! means adding its module and one line in [`builtin`].
 
 pub mod access;
@@ -33,5 +33,7 @@ pub fn builtin() -> Registry {
     r.register(traffic::rate_limiting::Factory);
     r.register(traffic::request_size_limiting::Factory);
     r.register(transform::cors::Factory);
+    r.register(transform::request_transformer::Factory);
+    r.register(transform::response_transformer::Factory);
     r
 }

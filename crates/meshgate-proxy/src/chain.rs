@@ -56,6 +56,10 @@ pub struct Chain {
     pub on_response: Box<[Arc<dyn Plugin>]>,
     /// Plugins with an `on_log` phase.
     pub on_log: Box<[Arc<dyn Plugin>]>,
+    /// Plugins that may want the whole request body; when empty, bodies stream untouched.
+    pub request_body: Box<[Arc<dyn Plugin>]>,
+    /// Plugins that may want the whole body of the upstream's answer.
+    pub response_body: Box<[Arc<dyn Plugin>]>,
 }
 
 impl Chain {
@@ -97,6 +101,8 @@ impl Chain {
             before_upstream: phase(Phases::BEFORE_UPSTREAM),
             on_response: phase(Phases::ON_RESPONSE),
             on_log: phase(Phases::ON_LOG),
+            request_body: phase(Phases::REQUEST_BODY),
+            response_body: phase(Phases::RESPONSE_BODY),
         }
     }
 }

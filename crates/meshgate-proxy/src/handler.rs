@@ -1,6 +1,7 @@
 //! One request through the gateway: limits, routing, the plugin phases, target choice with
 //! retries, the upstream exchange, and the response on its way back.
 
+use crate::buffer;
 use crate::chain::Chain;
 use crate::client::{self, Failure, UpstreamBody};
 use crate::forward::{self, ConnInfo};
@@ -93,6 +94,14 @@ pub async fn handle(
     }
 
     let mut body = ProxyBody::from(body);
+    let mut declared = declared;
+    if !route.chain.request_body.is_empty() {
+        match buffer::request(&mut cx, &route.chain.request_body, body, &snap.limits).await {
+            // A body held whole goes on with its length declared.
+            Ok(b) => (body, declared) = (b, content_length(&cx.request.headers)),
+            Err(resp) => return finish(&snap, at, cx, resp, &NO_BODY, false).await,
+        }
+    }
     let mut received = RequestBytes::Known(declared.unwrap_or(0));
     if declared.is_none() && !http_body::Body::is_end_stream(&body) {
         // A route's plugin (request-size-limiting) may ask for less than the global limit.
@@ -120,6 +129,12 @@ pub async fn handle(
                 forward::strip_hop_by_hop(&mut parts.headers, false);
             }
             let resp = Response::from_parts(parts, ProxyBody::boxed(body));
+            // A transformed body was read through the upstream's, which counted its bytes.
+            let resp = if route.chain.response_body.is_empty() {
+                resp
+            } else {
+                buffer::response(&mut cx, &route.chain.response_body, resp, snap.limits.max_body_bytes).await
+            };
             return finish(&snap, at, cx, resp, &received, true).await;
         }
         Err(resp) => resp,
@@ -151,19 +166,20 @@ async fn forward_upstream(
     forward::set_forwarded(&mut headers, &conn.info, client_host.as_ref());
     meshgate_core::auth::set_identity_headers(&mut headers, cx.auth.as_ref());
 
-    // Only a request without a body can be sent again once it left: a streamed body is gone
-    // (buffering bodies for replay is not done; see docs/traffic.md). Its head is copied up
+    // Only a request without a body, or with one read whole for the body phases, can be sent
+    // again once it left: a streamed body is gone (see docs/traffic.md). Its head is copied up
     // front, and only when the policy could use it.
     let replayable = !upgrade
         && policy.retries_after_send()
-        && http_body::Body::is_end_stream(&body)
+        && (http_body::Body::is_end_stream(&body) || body.whole().is_some())
         && policy.may_replay(&cx.request.method);
+    let held = if replayable { body.whole().cloned() } else { None };
     let mut req = Request::new(body);
     *req.method_mut() = cx.request.method.clone();
     *req.uri_mut() = forward::upstream_path(&cx.request.uri, route, matched_len).into();
     *req.version_mut() = Version::HTTP_11;
     *req.headers_mut() = headers;
-    let template = replayable.then(|| (req.method().clone(), req.uri().clone(), req.headers().clone()));
+    let template = replayable.then(|| (req.method().clone(), req.uri().clone(), req.headers().clone(), held));
     let preserve = if route.preserve_host { client_host.as_ref() } else { None };
     if policy.attempts > 0 {
         policy.budget.record_request();
@@ -260,10 +276,13 @@ async fn forward_upstream(
     }
 }
 
-/// A fresh copy of a request without a body, from the head kept for replays.
-fn replay(template: Option<&(http::Method, http::Uri, http::HeaderMap)>) -> Option<Request<ProxyBody>> {
-    let (method, uri, headers) = template?;
-    let mut req = Request::new(ProxyBody::Empty);
+/// A request's head and whole body (if any), kept for replays.
+type Template = (http::Method, http::Uri, http::HeaderMap, Option<bytes::Bytes>);
+
+/// A fresh copy of a request, from what was kept for replays.
+fn replay(template: Option<&Template>) -> Option<Request<ProxyBody>> {
+    let (method, uri, headers, body) = template?;
+    let mut req = Request::new(body.clone().map_or(ProxyBody::Empty, ProxyBody::full));
     *req.method_mut() = method.clone();
     *req.uri_mut() = uri.clone();
     *req.version_mut() = Version::HTTP_11;

@@ -17,6 +17,19 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 use tokio::time::Sleep;
 
+/// The error a response body ends with when the upstream stalls past the read timeout, typed so
+/// that a body read whole (body phases) answers 504 rather than 502.
+#[derive(Debug)]
+pub struct ReadTimedOut;
+
+impl std::fmt::Display for ReadTimedOut {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("upstream read timed out")
+    }
+}
+
+impl std::error::Error for ReadTimedOut {}
+
 /// An HTTP/1.1 connection to return to the pool when the body ends.
 pub(crate) struct Returnable {
     pub(crate) key: Arc<str>,
@@ -73,7 +86,7 @@ impl Body for UpstreamBody {
             Poll::Pending => {
                 if stalled(&mut this.idle, this.read_timeout, cx) {
                     this.conn = None;
-                    return Poll::Ready(Some(Err("upstream read timed out".into())));
+                    return Poll::Ready(Some(Err(Box::new(ReadTimedOut))));
                 }
                 Poll::Pending
             }

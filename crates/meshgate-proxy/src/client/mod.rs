@@ -6,7 +6,7 @@ mod body;
 pub(crate) mod io;
 mod pool;
 
-pub use body::UpstreamBody;
+pub use body::{ReadTimedOut, UpstreamBody};
 
 use crate::snapshot::{Proto, ServiceRt, TargetRt, UpstreamTimeouts};
 use body::Returnable;
