@@ -17,7 +17,9 @@ mod secret;
 pub use auth::{AuthOutcome, Authenticated, Authenticator};
 pub use body::{BoxError, ProxyBody};
 pub use consumers::{Consumer, Consumers, CredentialEntry};
-pub use context::{BodyLimit, ClientCert, PathParams, RequestCtx, RequestId, ResponseInfo, RouteInfo, Verdict};
+pub use context::{
+    BodyLimit, ClientCert, PathParams, RequestCtx, RequestId, ResponseInfo, RouteInfo, Subcall, Subcalls, Verdict,
+};
 pub use error::{ErrorKind, json_error};
 pub use plugin::{Flow, Phases, Plugin};
 pub use registry::{BuildContext, Built, PluginConfigError, PluginFactory, PluginScope, Registry, parse_config};
