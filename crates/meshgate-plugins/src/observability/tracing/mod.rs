@@ -13,6 +13,7 @@
 
 pub mod context;
 pub mod export;
+mod subcalls;
 
 use context::{Decision, Format, TraceId};
 use export::{DROPPED, EXPORT_ERRORS, EXPORTED, Endpoint, Settings, Span};
@@ -323,6 +324,12 @@ impl Plugin for Tracing {
         let Some(rec) = tc.recording.as_deref() else { return };
         for span in self.spans(cx, tc, rec, Instant::now()) {
             export::submit(&self.tx, span);
+        }
+        // An aggregation route's backend calls recorded their attempts in contexts of their own.
+        if let Some(calls) = cx.vars.get::<meshgate_core::Subcalls>() {
+            for span in self.subcall_spans(cx, tc, rec, calls) {
+                export::submit(&self.tx, span);
+            }
         }
     }
 }
