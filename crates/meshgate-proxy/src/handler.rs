@@ -89,6 +89,10 @@ pub async fn handle(
             return finish(&snap, at, cx, resp).await;
         }
     }
+    if let Some(agg) = &route.aggregate {
+        let resp = crate::aggregate::run(agg, &mut cx, conn, client_host).await;
+        return finish(&snap, at, cx, resp).await;
+    }
 
     let mut body = ProxyBody::from(body);
     if declared.is_none() && !http_body::Body::is_end_stream(&body) {
@@ -124,7 +128,7 @@ pub async fn handle(
 /// allow: after a failure that sent nothing (any method), or, for a request without a body whose
 /// method may be replayed, after a reset, a timeout or a listed status. The last attempt's outcome
 /// is what the client gets.
-async fn forward_upstream(
+pub(crate) async fn forward_upstream(
     cx: &mut RequestCtx,
     conn: &ConnCtx,
     route: &RouteRt,
