@@ -258,6 +258,11 @@ $(nginx_temp_paths "$TMP/upstream")
         location / { return 200 "$BODY"; }
         # A Zipkin collector that accepts every batch (for the traced bench route).
         location = /api/v2/spans { return 202; }
+        # Small JSON answers: the backends of the aggregation bench route (and /agg/user alone,
+        # through the plain catch-all, as its one-backend baseline).
+        location = /agg/user { default_type application/json; return 200 '{"id":7,"name":"bench-user","email":"u7@example.com"}'; }
+        location = /agg/orders { default_type application/json; return 200 '{"items":[{"id":1,"total":10},{"id":2,"total":25}]}'; }
+        location = /agg/recs { default_type application/json; return 200 '{"items":["a","b","c"]}'; }
     }
 }
 EOF
@@ -365,6 +370,14 @@ check_response() { # name url [header line, e.g. "Host: x"] : 200 and the upstre
     [[ $code == 200 && $body == "$BODY" ]] || die "$name: $url${header:+ ($header)} answered $code with body '${body:0:200}', expected 200 and the upstream's ${#BODY}-byte body"
 }
 
+check_aggregate() { # name url : 200 with every backend's part, nothing marked missing
+    local name=$1 url=$2 out
+    out=$(curl -s -i --max-time 5 "$url") || die "$name: request to $url failed"
+    [[ $out == "HTTP/1.1 200"* && $out == *'"bench-user"'* && $out == *'"orders"'* && $out == *'"recs"'* ]] ||
+        die "$name: $url answered '${out:0:300}', expected 200 with the user, orders and recs parts"
+    [[ ${out,,} != *x-meshgate-incomplete* ]] || die "$name: $url marked backends missing: '${out:0:300}'"
+}
+
 check_h2() { # name url : h2c prior knowledge works
     local name=$1 url=$2 out
     out=$(h2load -n 10 -c 1 "$url" 2>&1) || true
@@ -424,6 +437,7 @@ if [[ $SKIP_MESHGATE != 1 ]]; then
     check_response meshgate-rl-local "http://127.0.0.1:$PORT_MESHGATE_AUTH/rl-local"
     check_response meshgate-rl-redis "http://127.0.0.1:$PORT_MESHGATE_AUTH/rl-redis"
     check_response meshgate-observed "http://127.0.0.1:$PORT_MESHGATE_AUTH/observed"
+    check_aggregate meshgate-aggregate "http://127.0.0.1:$PORT_MESHGATE_AUTH/aggregate"
     for path in key jwt; do
         code=$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$PORT_MESHGATE_AUTH/$path")
         [[ $code == 401 ]] || die "meshgate-auth: /$path without credentials answered $code, expected 401"
@@ -461,6 +475,8 @@ if [[ $SKIP_MESHGATE != 1 ]]; then
         "meshgate-rl-local|wrk|http://127.0.0.1:$PORT_MESHGATE_AUTH/rl-local||$MESHGATE_AUTH_PID|meshgate-auth"
         "meshgate-rl-redis|wrk|http://127.0.0.1:$PORT_MESHGATE_AUTH/rl-redis||$MESHGATE_AUTH_PID|meshgate-auth"
         "meshgate-observed|wrk|http://127.0.0.1:$PORT_MESHGATE_AUTH/observed||$MESHGATE_AUTH_PID|meshgate-auth"
+        "meshgate-agg-one|wrk|http://127.0.0.1:$PORT_MESHGATE_AUTH/agg/user||$MESHGATE_AUTH_PID|meshgate-auth"
+        "meshgate-aggregate|wrk|http://127.0.0.1:$PORT_MESHGATE_AUTH/aggregate||$MESHGATE_AUTH_PID|meshgate-auth"
     )
 fi
 TARGETS+=("nginx-h2|h2load|http://127.0.0.1:$PORT_NGINX_H2/||$NGINX_PID|nginx")
@@ -629,6 +645,8 @@ describe() {
     meshgate-rl-local) echo "meshgate + plugin routes, \`/rl-local\`: rate-limiting, local" ;;
     meshgate-rl-redis) echo "meshgate + plugin routes, \`/rl-redis\`: rate-limiting, Redis" ;;
     meshgate-observed) echo "meshgate + plugin routes, \`/observed\`: access log + tracing 100 % (metrics always on)" ;;
+    meshgate-agg-one) echo "meshgate + plugin routes, \`/agg/user\`: one small JSON answer through \`/\`" ;;
+    meshgate-aggregate) echo "meshgate + plugin routes, \`/aggregate\`: 3 JSON backends called at once and merged" ;;
     nginx-h2) echo "nginx $NGINX_VERSION, h2c client side" ;;
     meshgate-h2) echo "meshgate, 10 routes, h2c client side" ;;
     esac
@@ -697,6 +715,9 @@ ratios() {
     fi
     if has meshgate-observed && has meshgate-noplugin; then
         echo "- access log + tracing 100 % (+ metrics, always on) / same instance without plugins: req/s $(ratio "${MED_RPS[meshgate-observed]}" "${MED_RPS[meshgate-noplugin]}"), proxy CPU µs/req $(ratio "${MED_CPU[meshgate-observed]}" "${MED_CPU[meshgate-noplugin]}")"
+    fi
+    if has meshgate-aggregate && has meshgate-agg-one; then
+        echo "- aggregation over 3 backends / one of those answers through the plain route: req/s $(ratio "${MED_RPS[meshgate-aggregate]}" "${MED_RPS[meshgate-agg-one]}"), p99 $(ratio "${MED_P99[meshgate-aggregate]}" "${MED_P99[meshgate-agg-one]}"), proxy CPU µs/req $(ratio "${MED_CPU[meshgate-aggregate]}" "${MED_CPU[meshgate-agg-one]}")"
     fi
     if has nginx && has direct; then
         echo "- nginx / direct, HTTP/1.1: req/s $(ratio "${MED_RPS[nginx]}" "${MED_RPS[direct]}")"
@@ -792,7 +813,11 @@ authentication, so the ratio is the plugin's cost alone. The same instance has `
 `/rl-redis` (rate-limiting by client IP per second and per hour, limits never reached, counted in
 the process or in the machine's Redis on 127.0.0.1:6379, unpinned), and `/observed` (an access
 log to a file plus tracing at 100 % sampling, spans batched to a collector stub on the upstream
-nginx), compared with its plain `/`. Per-route metrics are on for every route.
+nginx), compared with its plain `/`. `/aggregate` is an aggregation route over 3 backends (small
+JSON locations of the upstream nginx, called at once, two of them grouped, merged into one
+object), compared with one of those JSON answers fetched through the plain catch-all
+(`/agg/user`): the upstream serves three requests per aggregated one, which its CPU column shows.
+Per-route metrics are on for every route.
 EOF
     echo
     echo "## Run"
