@@ -137,6 +137,11 @@ routes:
     backends:
       - {{name: text, service: s, path: "/stream/10"}}
       - {{name: fine, service: s, path: "/ok", allow: [name]}}
+  - name: small
+    paths: ["/small"]
+    aggregate: {{max_body_bytes: 64}}
+    backends:
+      - {{name: big, service: s, path: "/ok"}}
   - name: chain-broken
     paths: ["/chain"]
     backends:
@@ -160,6 +165,11 @@ routes:
     let resp = client::get(gw.addr(), "/partly").await;
     assert_eq!((resp.status.as_u16(), resp.json()), (200, json!({"name": "up"})));
     assert_eq!(resp.header("x-meshgate-incomplete"), Some("text"));
+
+    // The echo's answer is a few hundred bytes: over the route's limit.
+    let resp = client::get(gw.addr(), "/small").await;
+    resp.assert_error(502, "upstream_unavailable");
+    assert!(resp.json()["message"].as_str().unwrap().contains("big: the answer is larger than 64 bytes"));
 
     // A backend waiting for one that failed is not called.
     let before = up.hits();
