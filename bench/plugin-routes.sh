@@ -3,11 +3,12 @@
 # continues its `routes:` list): `/key` (key-auth, 1,000 consumers), `/jwt` (jwt with an RS256 key
 # pair made here with openssl), `/rl-local` and `/rl-redis` (rate-limiting with limits too high to
 # be reached, so every request is counted and admitted; Redis at REDIS_URL, default
-# redis://127.0.0.1:6379), and `/observed` (access-log to DIR/access.log plus tracing at 100 %
+# redis://127.0.0.1:6379), `/observed` (access-log to DIR/access.log plus tracing at 100 %
 # sampling, spans posted to ZIPKIN_URL, default the bench upstream's /api/v2/spans, which
 # answers 202 like a collector), and `/transform` (response-transformer removing a field of the
 # JSON answer of the upstream's /bench.json and adding one, so `GET /transform/bench.json`
-# compares with `GET /bench.json` on the catch-all route). Prints "API_KEY JWT": a valid key and
+# compares with `GET /bench.json` on the catch-all route), and `/aggregate` (an aggregation
+# route over the upstream's /agg/user, /agg/orders and /agg/recs JSON locations). Prints "API_KEY JWT": a valid key and
 # a token valid for a day.
 #
 #   bench/plugin-routes.sh DIR
@@ -78,6 +79,12 @@ jwt="$header.$payload.$signature"
     plugins:
       - name: response-transformer
         config: { remove: { json: [internal] }, add: { json: { via: meshgate } } }
+  - name: aggregate
+    paths: ["/aggregate"]
+    backends:
+      - { name: user, service: upstream, path: /agg/user, allow: [id, name] }
+      - { name: orders, service: upstream, path: /agg/orders, target: items, group: orders }
+      - { name: recs, service: upstream, path: /agg/recs, group: recs }
 consumers:
 YAML
     awk 'BEGIN {

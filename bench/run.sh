@@ -264,6 +264,11 @@ $(nginx_temp_paths "$TMP/upstream")
         location = /api/v2/spans { return 202; }
         # A small JSON answer (for the body-transform route and its plain comparison).
         location = /bench.json { default_type application/json; return 200 '$BENCH_JSON'; }
+        # Small JSON answers: the backends of the aggregation bench route (and /agg/user alone,
+        # through the plain catch-all, as its one-backend baseline).
+        location = /agg/user { default_type application/json; return 200 '{"id":7,"name":"bench-user","email":"u7@example.com"}'; }
+        location = /agg/orders { default_type application/json; return 200 '{"items":[{"id":1,"total":10},{"id":2,"total":25}]}'; }
+        location = /agg/recs { default_type application/json; return 200 '{"items":["a","b","c"]}'; }
     }
 }
 EOF
@@ -379,6 +384,14 @@ check_body() { # name url body : 200 and exactly that body
     [[ $code == 200 && $body == "$want" ]] || die "$name: $url answered $code with body '${body:0:200}', expected 200 and '$want'"
 }
 
+check_aggregate() { # name url : 200 with every backend's part, nothing marked missing
+    local name=$1 url=$2 out
+    out=$(curl -s -i --max-time 5 "$url") || die "$name: request to $url failed"
+    [[ $out == "HTTP/1.1 200"* && $out == *'"bench-user"'* && $out == *'"orders"'* && $out == *'"recs"'* ]] ||
+        die "$name: $url answered '${out:0:300}', expected 200 with the user, orders and recs parts"
+    [[ ${out,,} != *x-meshgate-incomplete* ]] || die "$name: $url marked backends missing: '${out:0:300}'"
+}
+
 check_h2() { # name url : h2c prior knowledge works
     local name=$1 url=$2 out
     out=$(h2load -n 10 -c 1 "$url" 2>&1) || true
@@ -440,6 +453,7 @@ if [[ $SKIP_MESHGATE != 1 ]]; then
     check_response meshgate-observed "http://127.0.0.1:$PORT_MESHGATE_AUTH/observed"
     check_body meshgate-json-plain "http://127.0.0.1:$PORT_MESHGATE_AUTH/bench.json" "$BENCH_JSON"
     check_body meshgate-json-transform "http://127.0.0.1:$PORT_MESHGATE_AUTH/transform/bench.json" "$BENCH_JSON_TRANSFORMED"
+    check_aggregate meshgate-aggregate "http://127.0.0.1:$PORT_MESHGATE_AUTH/aggregate"
     for path in key jwt; do
         code=$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$PORT_MESHGATE_AUTH/$path")
         [[ $code == 401 ]] || die "meshgate-auth: /$path without credentials answered $code, expected 401"
@@ -479,6 +493,8 @@ if [[ $SKIP_MESHGATE != 1 ]]; then
         "meshgate-observed|wrk|http://127.0.0.1:$PORT_MESHGATE_AUTH/observed||$MESHGATE_AUTH_PID|meshgate-auth"
         "meshgate-json-plain|wrk|http://127.0.0.1:$PORT_MESHGATE_AUTH/bench.json||$MESHGATE_AUTH_PID|meshgate-auth"
         "meshgate-json-transform|wrk|http://127.0.0.1:$PORT_MESHGATE_AUTH/transform/bench.json||$MESHGATE_AUTH_PID|meshgate-auth"
+        "meshgate-agg-one|wrk|http://127.0.0.1:$PORT_MESHGATE_AUTH/agg/user||$MESHGATE_AUTH_PID|meshgate-auth"
+        "meshgate-aggregate|wrk|http://127.0.0.1:$PORT_MESHGATE_AUTH/aggregate||$MESHGATE_AUTH_PID|meshgate-auth"
     )
 fi
 TARGETS+=("nginx-h2|h2load|http://127.0.0.1:$PORT_NGINX_H2/||$NGINX_PID|nginx")
@@ -649,6 +665,8 @@ describe() {
     meshgate-observed) echo "meshgate + plugin routes, \`/observed\`: access log + tracing 100 % (metrics always on)" ;;
     meshgate-json-plain) echo "meshgate + plugin routes, \`/bench.json\` without plugins (small JSON answer)" ;;
     meshgate-json-transform) echo "meshgate + plugin routes, \`/transform/bench.json\`: response-transformer on the JSON body" ;;
+    meshgate-agg-one) echo "meshgate + plugin routes, \`/agg/user\`: one small JSON answer through \`/\`" ;;
+    meshgate-aggregate) echo "meshgate + plugin routes, \`/aggregate\`: 3 JSON backends called at once and merged" ;;
     nginx-h2) echo "nginx $NGINX_VERSION, h2c client side" ;;
     meshgate-h2) echo "meshgate, 10 routes, h2c client side" ;;
     esac
@@ -720,6 +738,9 @@ ratios() {
     fi
     if has meshgate-json-transform && has meshgate-json-plain; then
         echo "- response-transformer JSON body (remove + add a field) / same JSON answer without plugins: req/s $(ratio "${MED_RPS[meshgate-json-transform]}" "${MED_RPS[meshgate-json-plain]}"), proxy CPU µs/req $(ratio "${MED_CPU[meshgate-json-transform]}" "${MED_CPU[meshgate-json-plain]}")"
+    fi
+    if has meshgate-aggregate && has meshgate-agg-one; then
+        echo "- aggregation over 3 backends / one of those answers through the plain route: req/s $(ratio "${MED_RPS[meshgate-aggregate]}" "${MED_RPS[meshgate-agg-one]}"), p99 $(ratio "${MED_P99[meshgate-aggregate]}" "${MED_P99[meshgate-agg-one]}"), proxy CPU µs/req $(ratio "${MED_CPU[meshgate-aggregate]}" "${MED_CPU[meshgate-agg-one]}")"
     fi
     if has nginx && has direct; then
         echo "- nginx / direct, HTTP/1.1: req/s $(ratio "${MED_RPS[nginx]}" "${MED_RPS[direct]}")"
@@ -818,6 +839,10 @@ log to a file plus tracing at 100 % sampling, spans batched to a collector stub 
 nginx), compared with its plain `/`. `/transform/bench.json` (response-transformer removing one
 field of the upstream's 84-byte JSON answer and adding one: the body read whole, rewritten, its
 `Content-Length` set) is compared with `/bench.json`, the same answer through the catch-all route.
+nginx), compared with its plain `/`. `/aggregate` is an aggregation route over 3 backends (small
+JSON locations of the upstream nginx, called at once, two of them grouped, merged into one
+object), compared with one of those JSON answers fetched through the plain catch-all
+(`/agg/user`): the upstream serves three requests per aggregated one, which its CPU column shows.
 Per-route metrics are on for every route.
 EOF
     echo

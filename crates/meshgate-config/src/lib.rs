@@ -4,6 +4,7 @@
 //! The data plane compiles a [`Document`] into its runtime form; problems found then (unreadable
 //! certificates, unknown plugins) are reported through [`Source::error`] so they too point at a line.
 
+pub mod aggregate;
 mod error;
 mod flow;
 mod load;

@@ -1,6 +1,7 @@
 //! The config file's data model, as users write it. Defaults live here so that the file can stay
 //! short: only what differs from the default needs saying.
 
+pub use crate::aggregate::{Aggregate, Backend};
 pub use crate::flow::{Retry, RetryBudget, RetryFailure, RetryOn, RouteTimeouts};
 use crate::units::{ByteSize, Duration};
 use serde::{Deserialize, Serialize};
@@ -441,13 +442,20 @@ impl Default for UpstreamTls {
 pub struct Route {
     /// Unique name, used in logs, metrics and plugin attachment.
     pub name: String,
-    /// The service requests go to. Set this or `services`.
+    /// The service requests go to. Set this, `services` or `backends`.
     #[serde(default)]
     pub service: Option<String>,
     /// Weighted shares of the route's requests to several services (canary releases); instead
     /// of `service`.
     #[serde(default)]
     pub services: Vec<WeightedService>,
+    /// Calls to several services made at once, their JSON answers merged (aggregation); instead
+    /// of `service`. See `docs/aggregation.md`.
+    #[serde(default)]
+    pub backends: Vec<Backend>,
+    /// With `backends`: the whole route's timeout and the backend answer size limit.
+    #[serde(default)]
+    pub aggregate: Option<Aggregate>,
     /// With `services`: keep each caller on one service, chosen by a hash of a header or cookie.
     #[serde(default)]
     pub sticky: Option<Sticky>,

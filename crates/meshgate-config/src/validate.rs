@@ -317,6 +317,12 @@ fn routes(config: &Config, c: &mut Checker) {
 fn route_services(config: &Config, r: &Route, i: usize, services: &HashSet<&str>, c: &mut Checker) {
     let at = |f: &str| format!("routes[{i}].{f}");
     let unknown = |name: &str| format!("unknown service {name:?}{}", known(config.services.iter().map(|s| &s.name)));
+    if !r.backends.is_empty() {
+        return aggregation(r, i, services, &unknown, c);
+    }
+    if r.aggregate.is_some() {
+        c.err(at("aggregate"), "aggregate goes with backends: (an aggregation route)");
+    }
     match (&r.service, r.services.is_empty()) {
         (Some(s), true) => {
             if !services.contains(s.as_str()) {
@@ -324,7 +330,9 @@ fn route_services(config: &Config, r: &Route, i: usize, services: &HashSet<&str>
             }
         }
         (Some(_), false) => c.err(at("services"), "set either service or services, not both"),
-        (None, true) => c.err(format!("routes[{i}]"), "a route needs service (or weighted services)"),
+        (None, true) => {
+            c.err(format!("routes[{i}]"), "a route needs service (or weighted services, or aggregation backends)")
+        }
         (None, false) => {
             let mut seen = HashSet::new();
             for (j, w) in r.services.iter().enumerate() {
@@ -364,6 +372,34 @@ fn route_services(config: &Config, r: &Route, i: usize, services: &HashSet<&str>
         if !(0.0..=100.0).contains(&m.percentage) {
             c.err(at("mirror.percentage"), format!("must be between 0 and 100, not {}", m.percentage));
         }
+    }
+}
+
+/// An aggregation route: `backends` instead of `service`/`services`, and what cannot go with it.
+fn aggregation(r: &Route, i: usize, services: &HashSet<&str>, unknown: &dyn Fn(&str) -> String, c: &mut Checker) {
+    let at = |f: &str| format!("routes[{i}].{f}");
+    if r.service.is_some() {
+        c.err(at("backends"), "set either service or backends, not both");
+    }
+    if !r.services.is_empty() {
+        c.err(at("backends"), "set either services or backends, not both");
+    }
+    if r.mirror.is_some() {
+        c.err(at("mirror"), "mirror goes with service: or services:, not with backends:");
+    }
+    if r.strip_path {
+        c.err(at("strip_path"), "has no effect with backends: (each backend's path is its own)");
+    }
+    if let Some(a) = &r.aggregate {
+        if a.timeout.get().is_zero() {
+            c.err(at("aggregate.timeout"), "must be greater than zero");
+        }
+        if a.max_body_bytes.bytes() == 0 {
+            c.err(at("aggregate.max_body_bytes"), "must be greater than zero");
+        }
+    }
+    for (field, message) in crate::aggregate::check(&r.backends, &format!("routes[{i}]"), services, unknown) {
+        c.err(field, message);
     }
 }
 
@@ -425,7 +461,7 @@ mod tests {
         );
         assert_eq!(
             errors("- name: r\n  paths: [/]\n"),
-            ["c.yaml:6:3: routes[0]: a route needs service (or weighted services)"]
+            ["c.yaml:6:3: routes[0]: a route needs service (or weighted services, or aggregation backends)"]
         );
         assert_eq!(
             errors(

@@ -115,6 +115,35 @@ pub struct TraceIds {
     pub span_id: u64,
 }
 
+/// The backend calls an aggregation route made for this request, in config order; in
+/// [`RequestCtx::vars`] from `on_response` on. The calls run at the same time, so each had a
+/// context of its own, forked from the request's after `on_request` (its `vars` a clone): what
+/// `before_upstream` plugins recorded per attempt (trace spans) is in that call's `vars` here.
+#[derive(Clone, Debug, Default)]
+pub struct Subcalls(pub Vec<Subcall>);
+
+/// One backend call of an aggregation route; see [`Subcalls`].
+#[derive(Clone, Debug)]
+pub struct Subcall {
+    /// The backend's name.
+    pub name: Arc<str>,
+    /// The service it called.
+    pub service: Arc<str>,
+    /// The method it sent.
+    pub method: http::Method,
+    /// The target of its last attempt, if one was chosen.
+    pub upstream: Option<Arc<str>>,
+    /// The status its answer came with, if one came.
+    pub status: Option<u16>,
+    /// Why it is missing from the merged answer (`timed out`, `answered 500`, …); `None` when it
+    /// is in it.
+    pub error: Option<String>,
+    /// When its answer was read, or it failed, or the route stopped waiting for it.
+    pub ended: Instant,
+    /// Its own copy of the request's `vars`, as its `before_upstream` plugins left them.
+    pub vars: http::Extensions,
+}
+
 /// The request's id (from `request-id`), for logs and traces.
 #[derive(Clone, Debug)]
 pub struct RequestId(pub http::HeaderValue);

@@ -92,6 +92,10 @@ pub async fn handle(
             return finish(&snap, at, cx, resp, &NO_BODY, false).await;
         }
     }
+    if let Some(agg) = &route.aggregate {
+        let resp = crate::aggregate::run(agg, &mut cx, conn, client_host).await;
+        return finish(&snap, at, cx, resp, &NO_BODY, false).await;
+    }
 
     let mut body = ProxyBody::from(body);
     let mut declared = declared;
@@ -149,7 +153,7 @@ static NO_BODY: RequestBytes = RequestBytes::Known(0);
 /// allow: after a failure that sent nothing (any method), or, for a request without a body whose
 /// method may be replayed, after a reset, a timeout or a listed status. The last attempt's outcome
 /// is what the client gets.
-async fn forward_upstream(
+pub(crate) async fn forward_upstream(
     cx: &mut RequestCtx,
     conn: &ConnCtx,
     route: &RouteRt,

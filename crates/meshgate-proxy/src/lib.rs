@@ -6,6 +6,7 @@
 //! the config they started with. A control thread runs active health checks and, through
 //! [`Gateway::watch`], reloads on file changes.
 
+mod aggregate;
 mod buffer;
 mod chain;
 mod client;

@@ -127,6 +127,25 @@ pub(crate) fn registry(
         ]
         .map(|(outcome, n)| (label("outcome", outcome), n.load(Ordering::Relaxed)));
         metrics::counters(enc, "meshgate_mirror_requests", "Mirror copies by outcome.", mirrored)?;
+        let backends = crate::aggregate::stats(&snap);
+        let by_outcome = backends.iter().flat_map(|(route, backend, n)| {
+            crate::aggregate::OUTCOMES.iter().zip(n).map(move |(outcome, n)| {
+                (
+                    vec![
+                        ("route", route.to_string()),
+                        ("backend", backend.to_string()),
+                        ("outcome", (*outcome).into()),
+                    ],
+                    *n,
+                )
+            })
+        });
+        metrics::counters(
+            enc,
+            "meshgate_aggregate_backend_calls",
+            "Calls of aggregation route backends by outcome (ok, failed, timeout).",
+            by_outcome,
+        )?;
         encode_routes(enc, &snap)
     }));
     meshgate_core::auth::register_metrics(&mut r);

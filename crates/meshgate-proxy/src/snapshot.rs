@@ -85,6 +85,8 @@ pub struct RouteRt {
     pub(crate) stats: std::sync::OnceLock<Arc<crate::metrics::RouteStats>>,
     /// The route's regex paths with named groups, captured into `PathParams` per request.
     pub(crate) params: Option<Arc<crate::params::ParamRegexes>>,
+    /// An aggregation route's backends; the route then forwards nothing itself.
+    pub(crate) aggregate: Option<Box<crate::aggregate::AggregateRt>>,
 }
 
 impl RouteRt {
@@ -255,6 +257,7 @@ fn route(r: &Route, services: &HashMap<&str, Arc<ServiceRt>>, plugins: &Plugins)
         retry: route_retry.clone().unwrap_or_else(|| RetryRt::new(&svc.retry)),
         stats: Default::default(),
         params: params.clone(),
+        aggregate: None,
     };
     let mirror = match &r.mirror {
         Some(m) if m.percentage > 0.0 => {
@@ -264,6 +267,15 @@ fn route(r: &Route, services: &HashMap<&str, Arc<ServiceRt>>, plugins: &Plugins)
         _ => None,
     };
     let chain_of = |svc: &str| Chain::merge(&[&plugins.global, plugins.of_service(svc), plugins.of_route(&r.name)]);
+    if !r.backends.is_empty() {
+        let chain = |svcs: &[&str]| {
+            let mut scopes = vec![&plugins.global[..]];
+            scopes.extend(svcs.iter().map(|s| plugins.of_service(s)));
+            scopes.push(plugins.of_route(&r.name));
+            Chain::merge(&scopes)
+        };
+        return crate::aggregate::compile(r, services, &chain, &|svc, chain| at(svc, chain, None));
+    }
     if let Some(name) = &r.service {
         let svc = services.get(name.as_str())?;
         return Some(at(svc, chain_of(name), mirror));

@@ -18,6 +18,8 @@ pub(crate) fn r(name: &str) -> R {
         name: name.into(),
         service: Some("svc".into()),
         services: vec![],
+        backends: vec![],
+        aggregate: None,
         sticky: None,
         mirror: None,
         hosts: vec![],

@@ -14,6 +14,7 @@
 pub mod context;
 pub mod export;
 pub mod span;
+mod subcalls;
 
 use crate::observability::handoff::Handoff;
 use context::{Decision, Format, TraceId};
@@ -326,6 +327,10 @@ impl Plugin for Tracing {
         let Some(tc) = cx.vars.get::<TraceContext>() else { return };
         let Some(rec) = tc.recording.as_deref() else { return };
         self.spans(cx, tc, rec, Instant::now(), |span| export::submit(&self.tx, span));
+        // An aggregation route's backend calls recorded their attempts in contexts of their own.
+        if let Some(calls) = cx.vars.get::<meshgate_core::Subcalls>() {
+            self.subcall_spans(cx, tc, rec, calls, |span| export::submit(&self.tx, span));
+        }
     }
 }
 
@@ -347,6 +352,9 @@ impl Tracing {
             duration: micros(cx.started, now),
             local_service: self.service.clone(),
             remote: None,
+            remote_service: None,
+            backend: None,
+            error: None,
             debug: tc.debug,
             status: cx.response.as_ref().map(|r| r.status.as_u16()),
             retried: false,
@@ -360,6 +368,7 @@ impl Tracing {
                 timestamp: at(a.start),
                 duration: micros(a.start, a.end.unwrap_or(now)),
                 remote: a.target.clone(),
+                remote_service: cx.route.as_ref().map(|r| r.service.clone()),
                 status: a.status,
                 retried: a.retried,
                 ..server.clone()

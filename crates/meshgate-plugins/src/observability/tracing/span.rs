@@ -35,6 +35,12 @@ pub struct Span {
     pub local_service: Arc<str>,
     /// The upstream target of a client span (`ip:port` or `host:port`).
     pub remote: Option<Arc<str>>,
+    /// The service a client span called (`remoteEndpoint.serviceName`, in lower case).
+    pub remote_service: Option<Arc<str>>,
+    /// The aggregation backend a client span called (`meshgate.backend`).
+    pub backend: Option<Arc<str>>,
+    /// Why the call failed, when that is more than its status (`timed out`): the `error` tag.
+    pub error: Option<String>,
     /// Recorded because the caller asked for debug (B3 `X-B3-Flags: 1`).
     pub debug: bool,
     /// The status the span ended with, when it ended with an answer.
@@ -94,7 +100,7 @@ impl Span {
         out.push(b'}');
         if let Some(target) = &self.remote {
             out.extend_from_slice(b",\"remoteEndpoint\":");
-            endpoint(out, target, self.route.as_ref().map(|r| &*r.service));
+            endpoint(out, target, self.remote_service.as_deref());
         }
         if self.debug {
             out.extend_from_slice(b",\"debug\":true");
@@ -108,8 +114,15 @@ impl Span {
             number(out, status.into());
             out.push(b'"');
         }
+        if let Some(b) = &self.backend {
+            out.extend_from_slice(b",\"meshgate.backend\":");
+            string(out, b);
+        }
         if self.retried {
             out.extend_from_slice(b",\"error\":\"retried\"");
+        } else if let Some(e) = &self.error {
+            out.extend_from_slice(b",\"error\":");
+            string(out, e);
         } else if let Some(status) = self.status.filter(|s| *s >= 500) {
             out.extend_from_slice(b",\"error\":\"");
             number(out, status.into());
@@ -183,6 +196,9 @@ mod tests {
             duration: 1500,
             local_service: "meshgate".into(),
             remote: Some("10.0.0.5:8080".into()),
+            remote_service: Some("Orders".into()),
+            backend: None,
+            error: None,
             debug: false,
             status: Some(503),
             retried: false,
@@ -220,15 +236,18 @@ mod tests {
             })
         );
         let retried =
-            Span { retried: true, status: None, route: None, remote: Some("[::1]:81".into()), ..span.clone() };
+            Span { retried: true, status: None, remote_service: None, remote: Some("[::1]:81".into()), ..span.clone() };
         let j = json_of(&retried);
         assert_eq!(
             (&j["remoteEndpoint"], &j["tags"]["error"]),
             (&json!({"ipv6": "::1", "port": 81}), &json!("retried"))
         );
-        let named = Span { remote: Some("svc.local:9".into()), route: None, ..span.clone() };
+        let named = Span { remote: Some("svc.local:9".into()), remote_service: None, ..span.clone() };
         assert_eq!(json_of(&named)["remoteEndpoint"], json!({"port": 9}));
-        let nameless = Span { remote: Some("svc.local".into()), route: None, ..span.clone() };
+        let nameless = Span { remote: Some("svc.local".into()), remote_service: None, ..span.clone() };
+        let call = Span { backend: Some("user".into()), error: Some("timed out".into()), ..span.clone() };
+        let j = json_of(&call);
+        assert_eq!((&j["tags"]["meshgate.backend"], &j["tags"]["error"]), (&json!("user"), &json!("timed out")));
         assert_eq!(json_of(&nameless)["remoteEndpoint"], json!({}));
 
         let mut batch = Vec::new();
