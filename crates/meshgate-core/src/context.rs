@@ -113,6 +113,29 @@ pub struct TraceIds {
     pub trace_id: TraceId,
     /// The gateway's server span for this request.
     pub span_id: u64,
+    /// Whether the request is recorded (its spans exported).
+    pub sampled: bool,
+}
+
+/// Facts plugins attach to the request's trace (`meshgate.transform.request: transformed`); the
+/// tracing plugin writes them as tags of the request's server span.
+#[derive(Clone, Debug, Default)]
+pub struct SpanTags(pub Vec<(&'static str, std::borrow::Cow<'static, str>)>);
+
+impl SpanTags {
+    /// Adds `key: value` to the request's server span when the request is traced and sampled;
+    /// otherwise does nothing, so plugins call it without asking.
+    pub fn add(cx: &mut RequestCtx, key: &'static str, value: impl Into<std::borrow::Cow<'static, str>>) {
+        if !cx.vars.get::<TraceIds>().is_some_and(|t| t.sampled) {
+            return;
+        }
+        match cx.vars.get_mut::<SpanTags>() {
+            Some(tags) => tags.0.push((key, value.into())),
+            None => {
+                cx.vars.insert(SpanTags(vec![(key, value.into())]));
+            }
+        }
+    }
 }
 
 /// The backend calls an aggregation route made for this request, in config order; in
@@ -220,6 +243,23 @@ mod tests {
     use super::*;
     use crate::consumers::Consumer;
     use std::cell::Cell;
+
+    #[test]
+    fn span_tags_only_on_sampled_traces() {
+        let parts = http::Request::new(()).into_parts().0;
+        let mut cx = RequestCtx::new(parts, "127.0.0.1:1".parse().unwrap(), false);
+        SpanTags::add(&mut cx, "a", "untraced");
+        assert!(cx.vars.get::<SpanTags>().is_none());
+        let ids = TraceIds { trace_id: TraceId { value: 1, short: false }, span_id: 1, sampled: false };
+        cx.vars.insert(ids);
+        SpanTags::add(&mut cx, "a", "unsampled");
+        assert!(cx.vars.get::<SpanTags>().is_none());
+        cx.vars.insert(TraceIds { sampled: true, ..ids });
+        SpanTags::add(&mut cx, "a", "1");
+        SpanTags::add(&mut cx, "b", String::from("2"));
+        let tags = &cx.vars.get::<SpanTags>().unwrap().0;
+        assert_eq!(tags.iter().map(|(k, v)| (*k, v.as_ref())).collect::<Vec<_>>(), [("a", "1"), ("b", "2")]);
+    }
 
     #[test]
     fn trace_ids_in_hex() {

@@ -383,7 +383,7 @@ mod tests {
             request_bytes: 7,
             upstream: cx.upstream.clone(),
         });
-        cx.vars.insert(TraceIds { trace_id: TraceId { value: 0xabc, short: true }, span_id: 1 });
+        cx.vars.insert(TraceIds { trace_id: TraceId { value: 0xabc, short: true }, span_id: 1, sampled: false });
         let arrived = std::time::UNIX_EPOCH + Duration::from_millis(1_764_134_400_045);
         let mut line = Line { buf: Vec::new() };
         for f in Field::ALL {

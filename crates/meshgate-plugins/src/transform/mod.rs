@@ -307,6 +307,22 @@ const REASONS: [(Reason, &str); 4] = [
     (Reason::Encoded, "encoded"),
 ];
 
+impl Reason {
+    /// The reason as metrics and trace tags name it.
+    pub(crate) fn label(self) -> &'static str {
+        REASONS.iter().find(|(r, _)| *r == self).map_or("", |(_, l)| l)
+    }
+}
+
+/// What a transformer did with a body, as the request's trace shows it
+/// (`meshgate.transform.request` / `.response`).
+pub(crate) fn trace_label(result: &Result<&'static str, Reason>) -> std::borrow::Cow<'static, str> {
+    match result {
+        Ok(done) => (*done).into(),
+        Err(reason) => format!("refused: {}", reason.label()).into(),
+    }
+}
+
 /// A label value and its count.
 pub(crate) type Count = (&'static str, u64);
 
@@ -407,22 +423,28 @@ impl BodyRule {
     }
 
     /// Applies the operations to `body` (`None`: over the limit). `Err` says why the body is
-    /// refused; everything else goes on, changed or not.
-    pub(crate) fn apply(&self, headers: &HeaderMap, body: Option<&mut Bytes>, scope: &Scope<'_>) -> Result<(), Reason> {
+    /// refused; everything else goes on, changed or not, and `Ok` says which (`transformed`,
+    /// `untouched: too_large`, …).
+    pub(crate) fn apply(
+        &self,
+        headers: &HeaderMap,
+        body: Option<&mut Bytes>,
+        scope: &Scope<'_>,
+    ) -> Result<&'static str, Reason> {
         let json = is_json(headers);
         let reason = match body {
             // Nothing to transform, nothing to refuse.
-            Some(b) if b.is_empty() => return Ok(()),
+            Some(b) if b.is_empty() => return Ok("empty"),
             Some(_) if !json => Reason::NotJson,
             Some(b) => match self.ops.apply(b, scope) {
                 Outcome::Changed(new) => {
                     *b = Bytes::from(new);
                     self.stats.transformed.fetch_add(1, Ordering::Relaxed);
-                    return Ok(());
+                    return Ok("transformed");
                 }
                 Outcome::Unchanged => {
                     self.stats.transformed.fetch_add(1, Ordering::Relaxed);
-                    return Ok(());
+                    return Ok("unchanged");
                 }
                 Outcome::Invalid => Reason::InvalidJson,
             },
@@ -430,7 +452,15 @@ impl BodyRule {
             None => Reason::NotJson,
         };
         self.stats.untouched(reason, self.refuse);
-        if self.refuse { Err(reason) } else { Ok(()) }
+        if !self.refuse {
+            return Ok(match reason {
+                Reason::NotJson => "untouched: not_json",
+                Reason::TooLarge => "untouched: too_large",
+                Reason::InvalidJson => "untouched: invalid_json",
+                Reason::Encoded => "untouched: encoded",
+            });
+        }
+        Err(reason)
     }
 }
 

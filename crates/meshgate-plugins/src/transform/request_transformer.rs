@@ -13,7 +13,7 @@ use bytes::Bytes;
 use meshgate_core::metrics::MetricsRegistry;
 use meshgate_core::{
     BuildContext, Built, ErrorKind, Flow, PathParams, Phases, Plugin, PluginConfigError, PluginFactory, RequestCtx,
-    async_trait, json_error, parse_config,
+    SpanTags, async_trait, json_error, parse_config,
 };
 use std::sync::Arc;
 
@@ -95,8 +95,10 @@ impl Plugin for RequestTransformer {
             path: cx.vars.get::<PathParams>(),
             auth: cx.auth.as_ref(),
         };
-        match self.c.body.apply(&cx.request.headers, body, &scope) {
-            Ok(()) => Flow::Continue,
+        let result = self.c.body.apply(&cx.request.headers, body, &scope);
+        SpanTags::add(cx, "meshgate.transform.request", super::trace_label(&result));
+        match result {
+            Ok(_) => Flow::Continue,
             Err(reason) => Flow::Respond(refusal(reason, self.c.body.max)),
         }
     }
@@ -159,9 +161,18 @@ mod tests {
         assert_eq!(p.request_body_limit(&cx), Some(0), "read just enough to know there is a body");
         assert_eq!(status(p.on_request_body(&mut cx, None).await), 415);
         let mut cx = request("/", &[("content-type", "application/json")]);
+        // A sampled trace gets what happened as tags of the server span.
+        let trace_id = meshgate_core::TraceId { value: 1, short: false };
+        cx.vars.insert(meshgate_core::TraceIds { trace_id, span_id: 1, sampled: true });
         assert_eq!(status(p.on_request_body(&mut cx, None).await), 413);
         assert_eq!(status(p.on_request_body(&mut cx, Some(&mut Bytes::from_static(b"{"))).await), 400);
         assert_eq!(status(p.on_request_body(&mut cx, Some(&mut Bytes::new())).await), 0);
+        let tags: Vec<_> = cx.vars.get::<SpanTags>().unwrap().0.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        let key = "meshgate.transform.request";
+        assert_eq!(
+            tags,
+            [format!("{key}=refused: too_large"), format!("{key}=refused: invalid_json"), format!("{key}=empty")]
+        );
         let cx = request("/", &[("content-type", "application/json"), ("content-encoding", "gzip")]);
         assert_eq!(p.request_body_limit(&cx), None, "encoded bodies are never read");
     }

@@ -15,8 +15,8 @@ use bytes::Bytes;
 use http::StatusCode;
 use meshgate_core::metrics::MetricsRegistry;
 use meshgate_core::{
-    BuildContext, Built, Flow, PathParams, Phases, Plugin, PluginConfigError, PluginFactory, RequestCtx, async_trait,
-    json_error, parse_config,
+    BuildContext, Built, Flow, PathParams, Phases, Plugin, PluginConfigError, PluginFactory, RequestCtx, SpanTags,
+    async_trait, json_error, parse_config,
 };
 use std::sync::Arc;
 
@@ -106,8 +106,10 @@ impl Plugin for ResponseTransformer {
         response: &mut http::response::Parts,
         body: Option<&mut Bytes>,
     ) -> Flow {
-        match self.c.body.apply(&response.headers, body, &self.scope(cx)) {
-            Ok(()) => Flow::Continue,
+        let result = self.c.body.apply(&response.headers, body, &self.scope(cx));
+        SpanTags::add(cx, "meshgate.transform.response", super::trace_label(&result));
+        match result {
+            Ok(_) => Flow::Continue,
             Err(reason) => {
                 let (code, msg) = match reason {
                     Reason::TooLarge => (

@@ -22,8 +22,8 @@ use export::{DROPPED, EXPORT_ERRORS, EXPORTED, Settings};
 use meshgate_config::units::Duration;
 use meshgate_core::metrics::{self, MetricsRegistry};
 use meshgate_core::{
-    BuildContext, Built, Flow, Phases, Plugin, PluginConfigError, PluginFactory, RequestCtx, TraceIds, async_trait,
-    parse_config,
+    BuildContext, Built, Flow, Phases, Plugin, PluginConfigError, PluginFactory, RequestCtx, SpanTags, TraceIds,
+    async_trait, parse_config,
 };
 use serde::Deserialize;
 use span::{Kind, Span};
@@ -284,7 +284,7 @@ impl Plugin for Tracing {
         });
         let debug = incoming.decision == Some(Decision::Debug);
         let span_id = new_id();
-        cx.vars.insert(TraceIds { trace_id, span_id });
+        cx.vars.insert(TraceIds { trace_id, span_id, sampled });
         cx.vars.insert(TraceContext { trace_id, span_id, parent_id, sampled, debug, recording });
         Flow::Continue
     }
@@ -355,6 +355,7 @@ impl Tracing {
             remote_service: None,
             backend: None,
             error: None,
+            tags: cx.vars.get::<SpanTags>().map(|t| t.0.clone()).unwrap_or_default(),
             debug: tc.debug,
             status: cx.response.as_ref().map(|r| r.status.as_u16()),
             retried: false,
@@ -369,6 +370,7 @@ impl Tracing {
                 duration: micros(a.start, a.end.unwrap_or(now)),
                 remote: a.target.clone(),
                 remote_service: cx.route.as_ref().map(|r| r.service.clone()),
+                tags: Vec::new(),
                 status: a.status,
                 retried: a.retried,
                 ..server.clone()

@@ -41,6 +41,8 @@ pub struct Span {
     pub backend: Option<Arc<str>>,
     /// Why the call failed, when that is more than its status (`timed out`): the `error` tag.
     pub error: Option<String>,
+    /// More tags, from plugins (`meshgate_core::SpanTags`); server spans only.
+    pub tags: Vec<(&'static str, std::borrow::Cow<'static, str>)>,
     /// Recorded because the caller asked for debug (B3 `X-B3-Flags: 1`).
     pub debug: bool,
     /// The status the span ended with, when it ended with an answer.
@@ -134,6 +136,12 @@ impl Span {
             out.extend_from_slice(b",\"meshgate.service\":");
             string(out, &r.service);
         }
+        for (k, v) in &self.tags {
+            out.push(b',');
+            string(out, k);
+            out.push(b':');
+            string(out, v);
+        }
         out.extend_from_slice(b"}}");
     }
 }
@@ -199,6 +207,7 @@ mod tests {
             remote_service: Some("Orders".into()),
             backend: None,
             error: None,
+            tags: Vec::new(),
             debug: false,
             status: Some(503),
             retried: false,
@@ -222,6 +231,7 @@ mod tests {
             status: None,
             trace_id: TraceId { value: 7, short: false },
             route: Some(RouteInfo { name: "a \"quoted\"\nroute".into(), service: "Orders".into() }),
+            tags: vec![("meshgate.transform.request", "transformed".into())],
             ..span.clone()
         };
         assert_eq!(
@@ -232,7 +242,8 @@ mod tests {
                 "timestamp": 1_764_134_400_000_000u64, "duration": 1500,
                 "localEndpoint": {"serviceName": "meshgate"}, "debug": true,
                 "tags": {"http.method": "GET", "http.path": "/v1/orders",
-                         "meshgate.route": "a \"quoted\"\nroute", "meshgate.service": "Orders"}
+                         "meshgate.route": "a \"quoted\"\nroute", "meshgate.service": "Orders",
+                         "meshgate.transform.request": "transformed"}
             })
         );
         let retried =

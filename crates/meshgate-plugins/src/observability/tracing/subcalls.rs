@@ -40,6 +40,7 @@ impl Tracing {
                     remote_service: Some(call.service.clone()),
                     backend: Some(call.name.clone()),
                     error: if k == last { call.error.clone() } else { None },
+                    tags: Vec::new(),
                     debug: tc.debug,
                     status: a.status.or(if k == last { call.status } else { None }),
                     retried: a.retried,
@@ -51,32 +52,15 @@ impl Tracing {
 
 #[cfg(test)]
 mod tests {
-    use super::super::{Sampler, both};
     use super::*;
     use crate::testing::request;
     use meshgate_core::{Plugin, RouteInfo, Subcall};
     use serde_json::{Value, json};
-    use std::sync::mpsc::channel;
     use std::time::Duration;
 
     #[tokio::test]
     async fn concurrent_calls_get_a_client_span_each() {
-        let (sink, rx) = channel::<Value>();
-        let tx = crate::observability::handoff::spawn(
-            "test-spans",
-            100,
-            1,
-            Duration::from_millis(5),
-            move |b: &crate::observability::handoff::Batch<'_, Span>| {
-                while let Some(span) = b.pop() {
-                    let mut out = Vec::new();
-                    span.write_json(&mut out);
-                    let _ = sink.send(serde_json::from_slice(&out).unwrap());
-                }
-            },
-        )
-        .unwrap();
-        let t = Tracing { formats: both().into(), sampler: Sampler::new(1.0), service: "edge".into(), tx };
+        let (t, rx) = super::super::tests::tracer(1.0);
         let mut cx = request("/profile/7", &[]);
         cx.route = Some(RouteInfo { name: "profile".into(), service: "Users,Orders".into() });
         t.on_request(&mut cx).await;

@@ -8,7 +8,7 @@ use std::sync::mpsc::{Receiver, channel};
 use std::time::Duration;
 
 /// A tracer whose spans arrive, as Zipkin JSON, on the returned channel.
-fn tracer(sampling: f64) -> (Tracing, Receiver<Value>) {
+pub(super) fn tracer(sampling: f64) -> (Tracing, Receiver<Value>) {
     let (out, rx) = channel();
     let tx = crate::observability::handoff::spawn(
         "test-spans",
