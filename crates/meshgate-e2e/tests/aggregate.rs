@@ -4,18 +4,10 @@
 //! captures and chained calls, all-fail answers, a service's authentication applying, and the
 //! backend calls on `/metrics` and in traces.
 
-use http::{Request, Response};
-use http_body_util::BodyExt;
-use hyper::body::Incoming;
-use hyper::service::service_fn;
-use hyper_util::rt::TokioIo;
+use meshgate_e2e::observe::Collector;
 use meshgate_e2e::{TestGateway, Upstream, body, client, config};
 use serde_json::{Value, json};
-use std::convert::Infallible;
-use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use tokio::net::TcpListener;
 
 /// `services:` for the named upstreams, each as `{name, url}`.
 fn services(list: &[(&str, &Upstream)]) -> String {
@@ -178,47 +170,6 @@ routes:
     assert_eq!(resp.header("x-meshgate-incomplete"), Some("first, second"));
     assert!(resp.json()["message"].as_str().unwrap().contains("second: first did not answer"));
     assert_eq!(up.hits(), before + 1);
-}
-
-/// A collector: accepts POSTed JSON arrays of spans and keeps every span.
-struct Collector {
-    addr: SocketAddr,
-    spans: Arc<Mutex<Vec<Value>>>,
-    task: tokio::task::JoinHandle<()>,
-}
-
-impl Collector {
-    async fn start() -> Collector {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let spans = Arc::new(Mutex::new(Vec::new()));
-        let kept = spans.clone();
-        let task = tokio::spawn(async move {
-            loop {
-                let Ok((tcp, _)) = listener.accept().await else { continue };
-                let kept = kept.clone();
-                tokio::spawn(async move {
-                    let svc = service_fn(move |req: Request<Incoming>| {
-                        let kept = kept.clone();
-                        async move {
-                            let bytes = req.into_body().collect().await.unwrap().to_bytes();
-                            let batch: Vec<Value> = serde_json::from_slice(&bytes).expect("a JSON array of spans");
-                            kept.lock().unwrap().extend(batch);
-                            Ok::<_, Infallible>(Response::builder().status(202).body(body::empty()).unwrap())
-                        }
-                    });
-                    let _ = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(tcp), svc).await;
-                });
-            }
-        });
-        Collector { addr, spans, task }
-    }
-}
-
-impl Drop for Collector {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -11,9 +11,9 @@ mod origin;
 use bytes::Bytes;
 use http::Method;
 use meshgate_e2e::client::{self, Conn, Resp, request};
+use meshgate_e2e::observe::scrape_values;
 use meshgate_e2e::{TestGateway, body, config};
 use origin::{MALFORMED, NESTED, Origin, TEXT};
-use std::collections::HashMap;
 use std::time::{Duration, Instant};
 use tokio::sync::RwLock;
 
@@ -334,24 +334,6 @@ routes:
     drop(tx);
 }
 
-/// `name{labels}` → value of every sample in a Prometheus text scrape.
-fn scrape(text: &str) -> HashMap<String, f64> {
-    let scrape = prometheus_parse::Scrape::parse(text.lines().map(|l| Ok(l.to_owned()))).expect("Prometheus text");
-    scrape
-        .samples
-        .into_iter()
-        .map(|s| {
-            let mut labels: Vec<_> = s.labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
-            labels.sort();
-            let v = match s.value {
-                prometheus_parse::Value::Counter(v) | prometheus_parse::Value::Untyped(v) => v,
-                _ => f64::NAN,
-            };
-            (format!("{}{{{}}}", s.metric, labels.join(",")), v)
-        })
-        .collect()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bodies_are_counted_by_outcome_and_reason() {
     let _alone = COUNTERS.write().await;
@@ -369,7 +351,7 @@ routes:
         o = o.addr()
     ));
     let status = gw.gateway().status_addr().unwrap();
-    let before = scrape(&client::get(status, "/metrics").await.text());
+    let before = scrape_values(&client::get(status, "/metrics").await.text());
     for path in ["/p/nested", "/p/nested", "/p/text", "/p/large", "/p/gzip", "/p/malformed"] {
         assert_eq!(client::get(gw.addr(), path).await.status, 200, "{path}");
     }
@@ -377,7 +359,7 @@ routes:
         .await
         .assert_error(415, "unsupported_media_type");
     post(gw.addr(), "/g/echo", &[JSON], body::full(MALFORMED)).await.assert_error(400, "invalid_json");
-    let after = scrape(&client::get(status, "/metrics").await.text());
+    let after = scrape_values(&client::get(status, "/metrics").await.text());
     let delta = |plugin: &str, label: &str, family: &str| {
         let mut labels = [label.to_owned(), format!("plugin={plugin}")];
         labels.sort();

@@ -1,29 +1,9 @@
 //! The status listener: health endpoints and `/metrics`, scraped and parsed with a Prometheus
 //! text parser after known traffic.
 
+use meshgate_e2e::observe::scrape_values;
 use meshgate_e2e::{TestGateway, Upstream, body, client};
 use std::collections::HashMap;
-
-/// `name{labels}` → value, from a scrape parsed by `prometheus-parse`.
-fn scrape_values(text: &str) -> HashMap<String, f64> {
-    let lines = text.lines().map(|l| Ok(l.to_owned()));
-    let scrape = prometheus_parse::Scrape::parse(lines).expect("a valid Prometheus text exposition");
-    scrape
-        .samples
-        .into_iter()
-        .map(|s| {
-            let mut labels: Vec<_> = s.labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
-            labels.sort();
-            let value = match s.value {
-                prometheus_parse::Value::Counter(v)
-                | prometheus_parse::Value::Gauge(v)
-                | prometheus_parse::Value::Untyped(v) => v,
-                _ => f64::NAN,
-            };
-            (format!("{}{{{}}}", s.metric, labels.join(",")), value)
-        })
-        .collect()
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn health_endpoints_and_metrics_after_known_traffic() {

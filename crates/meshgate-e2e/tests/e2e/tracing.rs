@@ -3,81 +3,19 @@
 //! not slow requests.
 
 use http::{Request, Response};
-use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
+use meshgate_e2e::observe::Collector;
 use meshgate_e2e::{TestGateway, Upstream, body, client, config};
 use meshgate_plugins::observability::tracing::export::{DROPPED, EXPORT_ERRORS};
 use serde_json::Value;
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use tokio::net::TcpListener;
-
-/// A collector: accepts POSTed JSON arrays of spans and keeps every span.
-struct Collector {
-    /// Where it listens.
-    addr: SocketAddr,
-    /// Every span received, in arrival order.
-    spans: Arc<Mutex<Vec<Value>>>,
-    /// The accept loop, stopped on drop.
-    task: tokio::task::JoinHandle<()>,
-}
-
-impl Collector {
-    /// A collector on a free `127.0.0.1` port, answering 202 to `POST /api/v2/spans`.
-    async fn start() -> Collector {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let spans = Arc::new(Mutex::new(Vec::new()));
-        let kept = spans.clone();
-        let task = tokio::spawn(async move {
-            loop {
-                let Ok((tcp, _)) = listener.accept().await else { continue };
-                let kept = kept.clone();
-                tokio::spawn(async move {
-                    let svc = service_fn(move |req: Request<Incoming>| {
-                        let kept = kept.clone();
-                        async move {
-                            assert_eq!(req.uri().path(), "/api/v2/spans");
-                            let bytes = req.into_body().collect().await.unwrap().to_bytes();
-                            let batch: Vec<Value> = serde_json::from_slice(&bytes).expect("a JSON array of spans");
-                            kept.lock().unwrap().extend(batch);
-                            Ok::<_, Infallible>(Response::builder().status(202).body(body::empty()).unwrap())
-                        }
-                    });
-                    let _ = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(tcp), svc).await;
-                });
-            }
-        });
-        Collector { addr, spans, task }
-    }
-
-    /// Its spans endpoint.
-    fn url(&self) -> String {
-        format!("http://{}/api/v2/spans", self.addr)
-    }
-
-    /// Waits for `n` spans of trace `trace`, sorted by timestamp.
-    async fn trace(&self, trace: &str, n: usize) -> Vec<Value> {
-        meshgate_e2e::wait_for(&format!("{n} spans of {trace}"), Duration::from_secs(5), || async {
-            let mut got: Vec<Value> =
-                self.spans.lock().unwrap().iter().filter(|s| s["traceId"] == trace).cloned().collect();
-            got.sort_by_key(|s| s["timestamp"].as_u64());
-            (got.len() >= n).then_some(got)
-        })
-        .await
-    }
-}
-
-impl Drop for Collector {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
-}
 
 /// The plugin's YAML entry exporting to `url` quickly, with `extra` config fields.
 fn tracing_plugin(url: &str, extra: &str) -> String {
