@@ -115,7 +115,7 @@ plugins: [{plugin}]
     assert_eq!(resp.seen_header("x-b3-spanid").as_deref(), Some(attempt));
     assert_eq!(resp.seen_header("x-b3-parentspanid").as_deref(), Some(server_id.as_str()));
     assert_eq!(resp.seen_header("x-b3-sampled").as_deref(), Some("1"));
-    assert_eq!(resp.seen_header("traceparent"), Some(format!("00-{trace}-{attempt}-01")));
+    assert_eq!(resp.seen_header("traceparent"), None, "the caller spoke B3: B3 goes on, alone");
     assert_eq!(resp.seen_header("tracestate").as_deref(), Some("vendor=abc"));
 }
 
@@ -137,9 +137,10 @@ plugins: [{plugin}]
     let spans = collector.trace(TRACE, 2).await;
     assert_eq!(spans[0]["parentId"], PARENT);
     assert_eq!(resp.seen_header("traceparent"), Some(format!("00-{TRACE}-{}-01", spans[1]["id"].as_str().unwrap())));
-    assert_eq!(resp.seen_header("x-b3-traceid").as_deref(), Some(TRACE), "B3 written too");
+    assert_eq!(resp.seen_header("x-b3-traceid"), None, "the caller spoke W3C: W3C goes on, alone");
 
-    // No context and `sampling: 0`: a new trace is propagated, unsampled, and nothing recorded.
+    // No context and `sampling: 0`: a new trace is propagated in both formats (`inject_default`),
+    // unsampled, and nothing recorded.
     let resp = client::get(gw.addr(), "/new").await;
     let new = resp.seen_header("x-b3-traceid").unwrap();
     assert_id(&Value::from(new.clone()), 32);
@@ -148,13 +149,47 @@ plugins: [{plugin}]
     assert!(tp.starts_with(&format!("00-{new}-")) && tp.ends_with("-00"), "{tp}");
     // An unsampled caller stays unsampled; an invalid traceparent starts a new trace.
     let resp = client::get_with(gw.addr(), "/", &[("traceparent", &format!("00-{TRACE}-{PARENT}-00"))]).await;
-    assert_eq!(resp.seen_header("x-b3-sampled").as_deref(), Some("0"));
+    let tp = resp.seen_header("traceparent").unwrap();
+    assert!(tp.starts_with(&format!("00-{TRACE}-")) && tp.ends_with("-00") && !tp.contains(PARENT), "{tp}");
     let resp =
         client::get_with(gw.addr(), "/", &[("traceparent", &format!("00-{}-{PARENT}-01", "0".repeat(32)))]).await;
-    assert_ne!(resp.seen_header("x-b3-traceid").unwrap(), "0".repeat(32));
+    let tp = resp.seen_header("traceparent").unwrap();
+    assert!(!tp.starts_with(&format!("00-{}", "0".repeat(32))), "the invalid context is replaced: {tp}");
     tokio::time::sleep(Duration::from_millis(200)).await;
     let traces: Vec<Value> = collector.spans.lock().unwrap().iter().map(|s| s["traceId"].clone()).collect();
     assert!(traces.iter().all(|t| t == TRACE), "only the sampled trace is recorded: {traces:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn inject_forms_as_configured() {
+    let collector = Collector::start().await;
+    let up = Upstream::http("up").await;
+    let url = collector.url();
+    let gw = TestGateway::start(&config(&format!(
+        r#"
+services: [{{name: s, url: "http://{a}"}}]
+routes:
+  - {{name: single, service: s, paths: ["/single"], plugins: [{single}]}}
+  - {{name: w3c, service: s, paths: ["/w3c"], plugins: [{w3c}]}}
+"#,
+        a = up.addr(),
+        single = tracing_plugin(&url, ", sampling: 0, inject_default: [b3-single]"),
+        w3c = tracing_plugin(&url, ", sampling: 0, inject: [w3c]"),
+    )));
+    // A new trace gets the one form `inject_default` names.
+    let resp = client::get(gw.addr(), "/single").await;
+    let b3 = resp.seen_header("b3").expect("the single b3 header");
+    let parts: Vec<&str> = b3.split('-').collect();
+    assert_eq!((parts.len(), parts[0].len(), parts[1].len(), parts[2], parts[3].len()), (4, 32, 16, "0", 16), "{b3}");
+    assert_eq!((resp.seen_header("x-b3-traceid"), resp.seen_header("traceparent")), (None, None));
+    // `inject: [w3c]`: B3 that came in is read, continued as traceparent, and not passed on stale.
+    let headers = [("x-b3-traceid", TRACE), ("x-b3-spanid", PARENT), ("x-b3-sampled", "0"), ("b3", "0")];
+    let resp = client::get_with(gw.addr(), "/w3c", &headers).await;
+    let tp = resp.seen_header("traceparent").unwrap();
+    assert!(tp.starts_with(&format!("00-{TRACE}-")) && tp.ends_with("-00"), "{tp}");
+    for stale in ["x-b3-traceid", "x-b3-spanid", "x-b3-sampled", "b3"] {
+        assert_eq!(resp.seen_header(stale), None, "{stale} named the caller's span");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

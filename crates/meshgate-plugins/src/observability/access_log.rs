@@ -12,7 +12,6 @@
 
 use super::handoff::{self, Batch, Handoff};
 use super::json;
-use meshgate_core::TraceIds;
 use meshgate_core::metrics::{self, MetricsRegistry};
 use meshgate_core::{
     BuildContext, Built, Phases, Plugin, PluginConfigError, PluginFactory, RequestCtx, RequestId, async_trait,
@@ -105,28 +104,29 @@ impl Field {
         Field::TraceId,
     ];
 
-    fn name(self) -> &'static str {
+    /// `,"name":`, the field's key as written after another member (the first drops the comma).
+    fn key(self) -> &'static [u8] {
         match self {
-            Field::Time => "time",
-            Field::Route => "route",
-            Field::Service => "service",
-            Field::Consumer => "consumer",
-            Field::ClientIp => "client_ip",
-            Field::Method => "method",
-            Field::Path => "path",
-            Field::Status => "status",
-            Field::RequestBytes => "request_bytes",
-            Field::ResponseBytes => "response_bytes",
-            Field::DurationMs => "duration_ms",
-            Field::UpstreamMs => "upstream_ms",
-            Field::Upstream => "upstream",
-            Field::RequestId => "request_id",
-            Field::TraceId => "trace_id",
+            Field::Time => b",\"time\":",
+            Field::Route => b",\"route\":",
+            Field::Service => b",\"service\":",
+            Field::Consumer => b",\"consumer\":",
+            Field::ClientIp => b",\"client_ip\":",
+            Field::Method => b",\"method\":",
+            Field::Path => b",\"path\":",
+            Field::Status => b",\"status\":",
+            Field::RequestBytes => b",\"request_bytes\":",
+            Field::ResponseBytes => b",\"response_bytes\":",
+            Field::DurationMs => b",\"duration_ms\":",
+            Field::UpstreamMs => b",\"upstream_ms\":",
+            Field::Upstream => b",\"upstream\":",
+            Field::RequestId => b",\"request_id\":",
+            Field::TraceId => b",\"trace_id\":",
         }
     }
 
     /// Appends `"name":value` for this request; a field without a value is left out.
-    fn write(self, line: &mut Line, cx: &RequestCtx, arrived: SystemTime) {
+    fn write(self, line: &mut Line, cx: &RequestCtx, arrived: SystemTime, elapsed: Duration) {
         let response = cx.response.as_ref();
         match self {
             Field::Time => line.time(self, arrived),
@@ -142,7 +142,7 @@ impl Field {
             Field::Status => line.opt_num(self, response.map(|r| u64::from(r.status.as_u16()))),
             Field::RequestBytes => line.opt_num(self, response.map(|r| r.request_bytes)),
             Field::ResponseBytes => line.opt_num(self, response.map(|r| r.body_bytes)),
-            Field::DurationMs => line.ms(self, cx.started.elapsed()),
+            Field::DurationMs => line.ms(self, elapsed),
             Field::UpstreamMs => {
                 if let Some(d) = cx.upstream_time {
                     line.ms(self, d)
@@ -151,7 +151,7 @@ impl Field {
             Field::Upstream => line.opt_str(self, cx.upstream.as_deref()),
             Field::RequestId => line.opt_str(self, cx.vars.get::<RequestId>().and_then(|id| id.0.to_str().ok())),
             Field::TraceId => {
-                if let Some(t) = cx.vars.get::<TraceIds>() {
+                if let Some(t) = cx.trace {
                     line.key(self);
                     line.buf.push(b'"');
                     json::hex(&mut line.buf, t.trace_id.value, if t.trace_id.short { 16 } else { 32 });
@@ -169,10 +169,13 @@ struct Line {
 
 impl Line {
     fn key(&mut self, f: Field) {
-        self.buf.push(if self.buf.is_empty() { b'{' } else { b',' });
-        self.buf.push(b'"');
-        self.buf.extend_from_slice(f.name().as_bytes());
-        self.buf.extend_from_slice(b"\":");
+        let key = f.key();
+        if self.buf.is_empty() {
+            self.buf.push(b'{');
+            self.buf.extend_from_slice(&key[1..]);
+        } else {
+            self.buf.extend_from_slice(key);
+        }
     }
     fn str(&mut self, f: Field, v: &str) {
         self.key(f);
@@ -352,10 +355,11 @@ impl Plugin for AccessLog {
     }
 
     fn on_log(&self, cx: &RequestCtx) {
-        let arrived = SystemTime::now() - cx.started.elapsed();
+        let elapsed = cx.started.elapsed();
+        let arrived = SystemTime::now() - elapsed;
         let mut line = Line { buf: Vec::with_capacity(320) };
         for f in &self.fields {
-            f.write(&mut line, cx, arrived);
+            f.write(&mut line, cx, arrived, elapsed);
         }
         line.buf.extend_from_slice(b"}\n");
         if self.out.push(line.buf).is_err() {
@@ -368,6 +372,7 @@ impl Plugin for AccessLog {
 mod tests {
     use super::*;
     use crate::testing::plugin;
+    use meshgate_core::TraceIds;
     use serde_json::json;
 
     #[test]
@@ -383,11 +388,17 @@ mod tests {
             request_bytes: 7,
             upstream: cx.upstream.clone(),
         });
-        cx.vars.insert(TraceIds { trace_id: TraceId { value: 0xabc, short: true }, span_id: 1, sampled: false });
+        cx.trace = Some(TraceIds {
+            trace_id: TraceId { value: 0xabc, short: true },
+            span_id: 1,
+            parent_id: None,
+            sampled: false,
+            debug: false,
+        });
         let arrived = std::time::UNIX_EPOCH + Duration::from_millis(1_764_134_400_045);
         let mut line = Line { buf: Vec::new() };
         for f in Field::ALL {
-            f.write(&mut line, &cx, arrived);
+            f.write(&mut line, &cx, arrived, Duration::from_micros(2_500));
         }
         line.buf.push(b'}');
         let v: serde_json::Value = serde_json::from_slice(&line.buf).unwrap();
@@ -397,7 +408,7 @@ mod tests {
         assert_eq!((&v["request_bytes"], &v["response_bytes"]), (&json!(7), &json!(42)));
         assert_eq!((&v["upstream_ms"], &v["upstream"]), (&json!(1.234), &json!("10.0.0.7:8080")));
         assert_eq!((&v["client_ip"], &v["trace_id"]), (&json!("127.0.0.1"), &json!("0000000000000abc")));
-        assert!(v["duration_ms"].as_f64().is_some());
+        assert_eq!(v["duration_ms"], json!(2.5));
         assert!(v.get("consumer").is_none() && v.get("request_id").is_none(), "fields without a value are left out");
         // The per-thread date text follows the clock across seconds.
         let mut line = Line { buf: Vec::new() };

@@ -332,6 +332,7 @@ fn fork(cx: &RequestCtx, b: &BackendRt, headers: &HeaderMap) -> RequestCtx {
     fork.client_cert = cx.client_cert.clone();
     fork.auth = cx.auth.clone();
     fork.started = cx.started;
+    fork.trace = cx.trace;
     fork.vars = cx.vars.clone();
     fork
 }

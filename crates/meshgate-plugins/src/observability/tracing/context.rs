@@ -3,13 +3,15 @@
 //!
 //! Parsing is strict because a malformed header is someone else's bug: an invalid context is
 //! ignored (a new trace starts) rather than half-trusted, so one broken client cannot glue
-//! unrelated requests into one trace. Everything here works on bytes without allocating; only
+//! unrelated requests into one trace. Reading is one pass over the request's headers (most
+//! requests carry none of ours, and seven lookups by name cost more than the pass); only
 //! writing the outgoing header values allocates, which propagation cannot avoid.
 
+use crate::observability::json::{hex_digits, hex16};
 use http::{HeaderMap, HeaderName, HeaderValue};
 use serde::Deserialize;
 
-// Names as constants: a lookup by `&str` parses the name first, on every request.
+// Names as constants: inserting by `&str` parses the name first, on every request.
 static B3: HeaderName = HeaderName::from_static("b3");
 static X_B3_TRACEID: HeaderName = HeaderName::from_static("x-b3-traceid");
 static X_B3_SPANID: HeaderName = HeaderName::from_static("x-b3-spanid");
@@ -18,7 +20,7 @@ static X_B3_SAMPLED: HeaderName = HeaderName::from_static("x-b3-sampled");
 static X_B3_FLAGS: HeaderName = HeaderName::from_static("x-b3-flags");
 static TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
 
-/// A propagation format, as named in `propagation:`.
+/// A format read from requests, as named in `propagation:`.
 #[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "lowercase")]
 pub enum Format {
@@ -26,6 +28,69 @@ pub enum Format {
     B3,
     /// W3C Trace Context: `traceparent` (and `tracestate`, passed through).
     W3c,
+}
+
+/// A set of header forms written to upstream requests, as named in `inject:` lists: `b3` (the
+/// `X-B3-*` headers), `b3-single` (the `b3` header), `w3c` (`traceparent`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Forms(u8);
+
+impl Forms {
+    /// `X-B3-TraceId`, `X-B3-SpanId`, `X-B3-ParentSpanId`, `X-B3-Sampled` / `X-B3-Flags`.
+    pub const B3: Forms = Forms(1);
+    /// The single `b3` header.
+    pub const B3_SINGLE: Forms = Forms(2);
+    /// `traceparent`.
+    pub const W3C: Forms = Forms(4);
+    /// No form.
+    pub const NONE: Forms = Forms(0);
+
+    /// The form named `name` in an `inject:` list.
+    pub fn named(name: &str) -> Option<Forms> {
+        match name {
+            "b3" => Some(Forms::B3),
+            "b3-single" => Some(Forms::B3_SINGLE),
+            "w3c" => Some(Forms::W3C),
+            _ => None,
+        }
+    }
+
+    /// The forms a `propagation:` list reads.
+    pub fn read_by(formats: &[Format]) -> Forms {
+        formats.iter().fold(Forms::NONE, |acc, f| match f {
+            Format::B3 => acc | Forms::B3 | Forms::B3_SINGLE,
+            Format::W3c => acc | Forms::W3C,
+        })
+    }
+
+    /// Whether every form of `other` is in `self`.
+    pub fn has(self, other: Forms) -> bool {
+        self.0 & other.0 == other.0 && other.0 != 0
+    }
+
+    /// Whether the set is empty.
+    pub fn is_empty(self) -> bool {
+        self.0 == 0
+    }
+
+    /// The forms of `self` that are not in `other`.
+    pub fn without(self, other: Forms) -> Forms {
+        Forms(self.0 & !other.0)
+    }
+}
+
+impl std::ops::BitOr for Forms {
+    type Output = Forms;
+    fn bitor(self, other: Forms) -> Forms {
+        Forms(self.0 | other.0)
+    }
+}
+
+impl std::ops::BitAnd for Forms {
+    type Output = Forms;
+    fn bitand(self, other: Forms) -> Forms {
+        Forms(self.0 & other.0)
+    }
 }
 
 pub use meshgate_core::TraceId;
@@ -51,14 +116,75 @@ pub struct Incoming {
     pub decision: Option<Decision>,
 }
 
+/// The trace headers of a request (the first value of each), found in one pass.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Seen<'a> {
+    b3: Option<&'a [u8]>,
+    trace_id: Option<&'a [u8]>,
+    span_id: Option<&'a [u8]>,
+    parent_id: Option<&'a [u8]>,
+    sampled: Option<&'a [u8]>,
+    flags: Option<&'a [u8]>,
+    traceparent: Option<&'a [u8]>,
+}
+
+/// Finds the trace headers among `headers`.
+pub fn scan(headers: &HeaderMap) -> Seen<'_> {
+    let mut seen = Seen::default();
+    for (name, value) in headers {
+        let slot = match name.as_str().as_bytes() {
+            b"b3" => &mut seen.b3,
+            b"traceparent" => &mut seen.traceparent,
+            [b'x', b'-', b'b', b'3', b'-', rest @ ..] => match rest {
+                b"traceid" => &mut seen.trace_id,
+                b"spanid" => &mut seen.span_id,
+                b"parentspanid" => &mut seen.parent_id,
+                b"sampled" => &mut seen.sampled,
+                b"flags" => &mut seen.flags,
+                _ => continue,
+            },
+            _ => continue,
+        };
+        slot.get_or_insert(value.as_bytes());
+    }
+    seen
+}
+
+impl Seen<'_> {
+    /// The forms present, valid or not.
+    pub fn forms(&self) -> Forms {
+        let multi = [self.trace_id, self.span_id, self.parent_id, self.sampled, self.flags];
+        let mut forms = Forms::NONE;
+        if multi.iter().any(Option::is_some) {
+            forms = forms | Forms::B3;
+        }
+        if self.b3.is_some() {
+            forms = forms | Forms::B3_SINGLE;
+        }
+        if self.traceparent.is_some() {
+            forms = forms | Forms::W3C;
+        }
+        forms
+    }
+}
+
 /// Reads the first valid context among `formats`, in their order. A format whose headers are
 /// absent or invalid is skipped.
-pub fn extract(headers: &HeaderMap, formats: &[Format]) -> Incoming {
+pub fn extract(seen: &Seen<'_>, formats: &[Format]) -> Incoming {
     let mut decision = None;
     for f in formats {
         let found = match f {
-            Format::B3 => b3_single(headers).or_else(|| b3_multi(headers)),
-            Format::W3c => traceparent(headers.get(&TRACEPARENT).map(HeaderValue::as_bytes)),
+            // A lone decision in `b3` (`b3: 0`) still lets the X-B3 headers supply the ids.
+            Format::B3 => match b3_single(seen.b3) {
+                Some(single) if single.ids.is_some() => Some(single),
+                single => match b3_multi(seen) {
+                    Some(multi) => {
+                        Some(Incoming { decision: multi.decision.or(single.and_then(|s| s.decision)), ..multi })
+                    }
+                    None => single,
+                },
+            },
+            Format::W3c => traceparent(seen.traceparent),
         };
         if let Some(found) = found {
             if found.ids.is_some() {
@@ -72,18 +198,17 @@ pub fn extract(headers: &HeaderMap, formats: &[Format]) -> Incoming {
 
 /// `X-B3-TraceId`, `X-B3-SpanId`, `X-B3-Sampled`, `X-B3-Flags`. Ids must both be present and
 /// valid; a lone sampling decision is still a decision.
-pub fn b3_multi(headers: &HeaderMap) -> Option<Incoming> {
-    let get = |n: &HeaderName| headers.get(n).map(HeaderValue::as_bytes);
-    let decision = if get(&X_B3_FLAGS) == Some(b"1") {
+pub fn b3_multi(seen: &Seen<'_>) -> Option<Incoming> {
+    let decision = if seen.flags == Some(b"1") {
         Some(Decision::Debug)
     } else {
-        match get(&X_B3_SAMPLED) {
+        match seen.sampled {
             Some(b"1" | b"true") => Some(Decision::Sample),
             Some(b"0" | b"false") => Some(Decision::Deny),
             _ => None,
         }
     };
-    let ids = match (get(&X_B3_TRACEID), get(&X_B3_SPANID)) {
+    let ids = match (seen.trace_id, seen.span_id) {
         (None, None) => None,
         (Some(t), Some(s)) => Some((trace_id(t)?, span_id(s)?)),
         _ => return None,
@@ -93,8 +218,8 @@ pub fn b3_multi(headers: &HeaderMap) -> Option<Incoming> {
 
 /// The single `b3` header: `{traceid}-{spanid}[-{sampled}[-{parentspanid}]]`, or only `0`, `1`
 /// or `d`.
-pub fn b3_single(headers: &HeaderMap) -> Option<Incoming> {
-    let v = headers.get(&B3)?.as_bytes();
+pub fn b3_single(v: Option<&[u8]>) -> Option<Incoming> {
+    let v = v?;
     let flag = |s: &[u8]| match s {
         b"0" => Some(Decision::Deny),
         b"1" => Some(Decision::Sample),
@@ -169,58 +294,88 @@ fn lower_hex(s: &[u8]) -> Option<u128> {
     hex(s)
 }
 
-/// Writes the context for the next hop: `span` is the id of our span the upstream's spans hang
-/// under, `decision` ours (debug is B3's `X-B3-Flags: 1`, which implies sampled, so
-/// `X-B3-Sampled` is left out then, as B3 asks). B3 replaces any incoming `b3` single header
-/// (which names the caller's span, not ours). One allocation per header value.
-pub fn inject(headers: &mut HeaderMap, formats: &[Format], trace: TraceId, span: u64, parent: u64, decision: Decision) {
-    let sampled = decision != Decision::Deny;
-    for f in formats {
-        match f {
-            Format::B3 => {
-                headers.remove(&B3);
-                let digits = if trace.short { 16 } else { 32 };
-                headers.insert(X_B3_TRACEID.clone(), hex_value(&[(trace.value, digits)]));
-                headers.insert(X_B3_SPANID.clone(), hex_value(&[(span.into(), 16)]));
-                headers.insert(X_B3_PARENTSPANID.clone(), hex_value(&[(parent.into(), 16)]));
-                if decision == Decision::Debug {
-                    headers.remove(&X_B3_SAMPLED);
-                    headers.insert(X_B3_FLAGS.clone(), HeaderValue::from_static("1"));
-                } else {
-                    headers.insert(X_B3_SAMPLED.clone(), HeaderValue::from_static(if sampled { "1" } else { "0" }));
-                    headers.remove(&X_B3_FLAGS);
-                }
-            }
-            Format::W3c => {
-                // 00-{trace:32}-{span:16}-{flags:2}, with the flags written as a third number.
-                let flags = u128::from(sampled);
-                headers.insert(
-                    TRACEPARENT.clone(),
-                    hex_value(&[(0, 2), (trace.value, 32), (span.into(), 16), (flags, 2)]),
-                );
-            }
+/// What one upstream request carries on: ids and our decision.
+#[derive(Clone, Copy, Debug)]
+pub struct Outgoing {
+    /// The trace.
+    pub trace: TraceId,
+    /// The span the upstream's spans hang under (our CLIENT span).
+    pub span: u64,
+    /// Its parent (our SERVER span).
+    pub parent: u64,
+    /// Our sampling decision.
+    pub decision: Decision,
+}
+
+/// Writes the context for the next hop in the forms `write`, and removes the forms `stale` (read
+/// from the request, not rewritten: they name the caller's span, not ours). Debug is B3's
+/// `X-B3-Flags: 1`, which implies sampled, so `X-B3-Sampled` is left out then, as B3 asks.
+/// One allocation per header value.
+pub fn inject(headers: &mut HeaderMap, write: Forms, stale: Forms, out: Outgoing) {
+    let sampled = out.decision != Decision::Deny;
+    let trace_digits = if out.trace.short { 16 } else { 32 };
+    if write.has(Forms::B3) {
+        headers.reserve(4);
+        headers.insert(X_B3_TRACEID.clone(), Text::new().hex(out.trace.value, trace_digits).value());
+        headers.insert(X_B3_SPANID.clone(), Text::new().hex(out.span.into(), 16).value());
+        headers.insert(X_B3_PARENTSPANID.clone(), Text::new().hex(out.parent.into(), 16).value());
+        let (set, other, value) = if out.decision == Decision::Debug {
+            (&X_B3_FLAGS, &X_B3_SAMPLED, "1")
+        } else {
+            (&X_B3_SAMPLED, &X_B3_FLAGS, if sampled { "1" } else { "0" })
+        };
+        headers.insert(set.clone(), HeaderValue::from_static(value));
+        if stale.has(Forms::B3) {
+            headers.remove(other);
         }
+    } else if stale.has(Forms::B3) {
+        for name in [&X_B3_TRACEID, &X_B3_SPANID, &X_B3_PARENTSPANID, &X_B3_SAMPLED, &X_B3_FLAGS] {
+            headers.remove(name);
+        }
+    }
+    if write.has(Forms::B3_SINGLE) {
+        let flag: &[u8] = match out.decision {
+            Decision::Debug => b"-d-",
+            Decision::Sample => b"-1-",
+            Decision::Deny => b"-0-",
+        };
+        let mut text = Text::new();
+        text.hex(out.trace.value, trace_digits).lit(b"-").hex(out.span.into(), 16);
+        headers.insert(B3.clone(), text.lit(flag).hex(out.parent.into(), 16).value());
+    } else if stale.has(Forms::B3_SINGLE) {
+        headers.remove(&B3);
+    }
+    if write.has(Forms::W3C) {
+        let mut text = Text::new();
+        text.lit(b"00-").hex(out.trace.value, 32).lit(b"-").hex(out.span.into(), 16);
+        headers.insert(TRACEPARENT.clone(), text.lit(if sampled { b"-01" } else { b"-00" }).value());
+    } else if stale.has(Forms::W3C) {
+        headers.remove(&TRACEPARENT);
     }
 }
 
-/// Numbers in fixed-width lower hex, joined by `-`, as a header value: written with a table
-/// rather than `format!`, which was a visible share of a traced request's cost.
-fn hex_value(parts: &[(u128, usize)]) -> HeaderValue {
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    let mut buf = [0u8; 72];
-    let mut len = 0;
-    for (i, &(v, digits)) in parts.iter().enumerate() {
-        if i > 0 {
-            buf[len] = b'-';
-            len += 1;
-        }
-        for b in &v.to_be_bytes()[16 - digits / 2..] {
-            buf[len] = DIGITS[usize::from(b >> 4)];
-            buf[len + 1] = DIGITS[usize::from(b & 0xf)];
-            len += 2;
-        }
+/// A header value built on the stack from hex numbers and separators.
+struct Text {
+    buf: [u8; 80],
+    len: usize,
+}
+
+impl Text {
+    fn new() -> Text {
+        Text { buf: [0; 80], len: 0 }
     }
-    HeaderValue::from_bytes(&buf[..len]).expect("hex is a valid header value")
+    /// `v` in `digits` lower-hex digits (16 or 32).
+    fn hex(&mut self, v: u128, digits: usize) -> &mut Text {
+        if digits == 32 { self.lit(&hex_digits(v)) } else { self.lit(&hex16(v as u64)) }
+    }
+    fn lit(&mut self, s: &[u8]) -> &mut Text {
+        self.buf[self.len..self.len + s.len()].copy_from_slice(s);
+        self.len += s.len();
+        self
+    }
+    fn value(&self) -> HeaderValue {
+        HeaderValue::from_bytes(&self.buf[..self.len]).expect("hex is a valid header value")
+    }
 }
 
 #[cfg(test)]
@@ -237,15 +392,16 @@ mod tests {
 
     #[test]
     fn b3_multi_headers() {
-        let got = b3_multi(&headers(&[("x-b3-traceid", T32), ("x-b3-spanid", S), ("x-b3-sampled", "1")])).unwrap();
+        let got =
+            b3_multi(&scan(&headers(&[("x-b3-traceid", T32), ("x-b3-spanid", S), ("x-b3-sampled", "1")]))).unwrap();
         let (t, s) = got.ids.unwrap();
         assert_eq!((t.hex().as_str(), s, got.decision), (T32, 0x00f067aa0ba902b7, Some(Decision::Sample)));
-        let short = b3_multi(&headers(&[("x-b3-traceid", T16), ("x-b3-spanid", S)])).unwrap();
+        let short = b3_multi(&scan(&headers(&[("x-b3-traceid", T16), ("x-b3-spanid", S)]))).unwrap();
         assert_eq!(short.ids.unwrap().0.hex(), T16, "64-bit trace ids stay 64-bit");
         assert_eq!(short.decision, None);
-        let debug = b3_multi(&headers(&[("x-b3-traceid", T16), ("x-b3-spanid", S), ("x-b3-flags", "1")]));
+        let debug = b3_multi(&scan(&headers(&[("x-b3-traceid", T16), ("x-b3-spanid", S), ("x-b3-flags", "1")])));
         assert_eq!(debug.unwrap().decision, Some(Decision::Debug));
-        let deny = b3_multi(&headers(&[("x-b3-sampled", "0")])).unwrap();
+        let deny = b3_multi(&scan(&headers(&[("x-b3-sampled", "0")]))).unwrap();
         assert_eq!((deny.ids, deny.decision), (None, Some(Decision::Deny)), "a decision alone counts");
         for bad in [
             vec![("x-b3-traceid", T32)],                                    // no span id
@@ -256,14 +412,14 @@ mod tests {
             vec![("x-b3-traceid", T16), ("x-b3-spanid", "0000000000000000")],
             vec![("x-b3-traceid", "g3ce929d0e0e4736"), ("x-b3-spanid", S)],
         ] {
-            assert_eq!(b3_multi(&headers(&bad)), None, "{bad:?}");
+            assert_eq!(b3_multi(&scan(&headers(&bad))), None, "{bad:?}");
         }
-        assert_eq!(b3_multi(&HeaderMap::new()), None);
+        assert_eq!(b3_multi(&scan(&HeaderMap::new())), None);
     }
 
     #[test]
     fn b3_single_header() {
-        let one = |v: &str| b3_single(&headers(&[("b3", v)]));
+        let one = |v: &str| b3_single(scan(&headers(&[("b3", v)])).b3);
         let full = one(&format!("{T32}-{S}-1-{S}")).unwrap();
         assert_eq!(full.ids.unwrap().0.hex(), T32);
         assert_eq!(full.decision, Some(Decision::Sample));
@@ -316,35 +472,76 @@ mod tests {
     #[test]
     fn formats_in_their_order() {
         let h = headers(&[("x-b3-traceid", T16), ("x-b3-spanid", S), ("traceparent", &format!("00-{T32}-{S}-00"))]);
-        assert!(extract(&h, &[Format::B3, Format::W3c]).ids.unwrap().0.short);
-        assert!(!extract(&h, &[Format::W3c, Format::B3]).ids.unwrap().0.short);
-        assert_eq!(extract(&h, &[Format::W3c]).decision, Some(Decision::Deny));
+        assert!(extract(&scan(&h), &[Format::B3, Format::W3c]).ids.unwrap().0.short);
+        assert!(!extract(&scan(&h), &[Format::W3c, Format::B3]).ids.unwrap().0.short);
+        assert_eq!(extract(&scan(&h), &[Format::W3c]).decision, Some(Decision::Deny));
         // An invalid traceparent is skipped; a later format still counts.
         let h = headers(&[("traceparent", "00-nope"), ("b3", &format!("{T32}-{S}-1"))]);
-        assert_eq!(extract(&h, &[Format::W3c, Format::B3]).decision, Some(Decision::Sample));
-        assert_eq!(extract(&h, &[Format::W3c]), Incoming::default());
+        assert_eq!(extract(&scan(&h), &[Format::W3c, Format::B3]).decision, Some(Decision::Sample));
+        assert_eq!(extract(&scan(&h), &[Format::W3c]), Incoming::default());
+        // `b3: 0` beside X-B3 ids: the ids count, and the decision where X-B3 has none.
+        let h = headers(&[("b3", "0"), ("x-b3-traceid", T16), ("x-b3-spanid", S)]);
+        let got = extract(&scan(&h), &[Format::B3]);
+        assert_eq!((got.ids.map(|(t, _)| t.short), got.decision), (Some(true), Some(Decision::Deny)));
         // A lone decision is kept while looking for ids elsewhere.
         let h = headers(&[("x-b3-sampled", "0"), ("traceparent", &format!("00-{T32}-{S}-01"))]);
-        let got = extract(&h, &[Format::B3, Format::W3c]);
+        let got = extract(&scan(&h), &[Format::B3, Format::W3c]);
         assert_eq!((got.ids.is_some(), got.decision), (true, Some(Decision::Sample)));
     }
 
     #[test]
-    fn inject_writes_both_formats() {
-        let mut h = headers(&[("b3", "1"), ("x-b3-flags", "1"), ("tracestate", "k=v")]);
+    fn forms_seen() {
+        let h = headers(&[("x-b3-sampled", "0"), ("b3", "1"), ("traceparent", "x"), ("x-b3-other", "y")]);
+        assert_eq!(scan(&h).forms(), Forms::B3 | Forms::B3_SINGLE | Forms::W3C);
+        assert_eq!(scan(&headers(&[("x-b3-parentspanid", S)])).forms(), Forms::B3);
+        assert_eq!(scan(&headers(&[("x-b3-other", "y"), ("tracestate", "k=v")])).forms(), Forms::NONE);
+        // Repeated headers: the first value counts.
+        let mut h = headers(&[("b3", "0")]);
+        h.append("b3", HeaderValue::from_static("1"));
+        assert_eq!(b3_single(scan(&h).b3).unwrap().decision, Some(Decision::Deny));
+        assert_eq!(Forms::read_by(&[Format::W3c]), Forms::W3C);
+        assert_eq!(Forms::read_by(&[Format::B3]), Forms::B3 | Forms::B3_SINGLE);
+        assert!(!Forms::NONE.has(Forms::NONE) && Forms::B3.without(Forms::B3).is_empty());
+    }
+
+    #[test]
+    fn inject_writes_each_form() {
         let trace = TraceId { value: 0xa3ce929d0e0e4736, short: true };
-        inject(&mut h, &[Format::B3, Format::W3c], trace, 0x1234, 0x5678, Decision::Deny);
+        let out = |decision| Outgoing { trace, span: 0x1234, parent: 0x5678, decision };
+        let all = Forms::B3 | Forms::B3_SINGLE | Forms::W3C;
+        let mut h = headers(&[("tracestate", "k=v")]);
+        inject(&mut h, all, Forms::NONE, out(Decision::Deny));
         assert_eq!(h["x-b3-traceid"], T16);
         assert_eq!(h["x-b3-spanid"], "0000000000001234");
         assert_eq!(h["x-b3-parentspanid"], "0000000000005678");
         assert_eq!(h["x-b3-sampled"], "0");
+        assert_eq!(h["b3"], format!("{T16}-0000000000001234-0-0000000000005678"));
         assert_eq!(h["traceparent"], format!("00-0000000000000000{T16}-0000000000001234-00"));
-        assert_eq!(h["tracestate"], "k=v");
-        assert!(h.get("b3").is_none() && h.get("x-b3-flags").is_none());
-        inject(&mut h, &[Format::B3, Format::W3c], trace, 0x1234, 0x5678, Decision::Debug);
+        assert_eq!(h["tracestate"], "k=v", "passed on as it came");
+        assert!(h.get("x-b3-flags").is_none());
+        inject(&mut h, all, Forms::B3, out(Decision::Debug));
         assert_eq!((h.get("x-b3-sampled"), &h["x-b3-flags"]), (None, &HeaderValue::from_static("1")));
+        assert!(h["b3"].to_str().unwrap().contains("-d-"));
         assert!(h["traceparent"].to_str().unwrap().ends_with("-01"));
-        inject(&mut h, &[Format::W3c], trace, 0x1234, 0x5678, Decision::Sample);
-        assert_eq!(h["x-b3-flags"], "1", "B3 headers are left alone when B3 is not configured");
+        inject(&mut h, Forms::W3C, Forms::B3, out(Decision::Sample));
+        assert!(h.get("x-b3-flags").is_none() && h.get("x-b3-traceid").is_none(), "stale B3 removed");
+        assert!(h.get("b3").is_some(), "forms not named stale are left alone");
+        inject(&mut h, Forms::W3C, Forms::B3_SINGLE, out(Decision::Sample));
+        assert!(h.get("b3").is_none());
+        inject(&mut h, Forms::B3, Forms::W3C, out(Decision::Sample));
+        assert!(h.get("traceparent").is_none());
+        let long = TraceId { value: u128::from_str_radix(T32, 16).unwrap(), short: false };
+        let mut h = HeaderMap::new();
+        inject(&mut h, all, Forms::NONE, Outgoing { trace: long, ..out(Decision::Sample) });
+        assert_eq!(
+            (&h["x-b3-traceid"], &h["x-b3-sampled"]),
+            (&HeaderValue::from_str(T32).unwrap(), &HeaderValue::from_static("1"))
+        );
+        assert_eq!(h["b3"], format!("{T32}-0000000000001234-1-0000000000005678"));
+        // What is written reads back as the same context.
+        let read = extract(&scan(&h), &[Format::B3]);
+        assert_eq!((read.ids, read.decision), (Some((long, 0x1234)), Some(Decision::Sample)));
+        assert_eq!(b3_single(scan(&h).b3).unwrap().ids, Some((long, 0x1234)));
+        assert_eq!(extract(&scan(&h), &[Format::W3c]).ids, Some((long, 0x1234)));
     }
 }

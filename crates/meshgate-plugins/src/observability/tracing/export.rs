@@ -89,13 +89,15 @@ struct Poster {
     client: Client<HttpsConnector<HttpConnector>, Full<Bytes>>,
     settings: Settings,
     batch: Vec<Span>,
+    encoder: span::Encoder,
 }
 
 impl Poster {
     fn new(url: Uri, https: HttpsConnector<HttpConnector>, settings: Settings) -> std::io::Result<Poster> {
         let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
         let client = rt.block_on(async { Client::builder(TokioExecutor::new()).build(https) });
-        Ok(Poster { url, rt, client, settings, batch: Vec::with_capacity(settings.batch_size.min(1024)) })
+        let batch = Vec::with_capacity(settings.batch_size.min(1024));
+        Ok(Poster { url, rt, client, settings, batch, encoder: span::Encoder::default() })
     }
 
     /// Posts what waits, `batch_size` spans at a time. Called every `flush_interval`, and as
@@ -122,7 +124,7 @@ impl Poster {
     fn post(&mut self) {
         let n = self.batch.len() as u64;
         let mut body = Vec::with_capacity(self.batch.len() * 640);
-        span::write_batch(&self.batch, &mut body);
+        self.encoder.batch(&self.batch, &mut body);
         self.batch.clear();
         let req = Request::builder()
             .method(Method::POST)

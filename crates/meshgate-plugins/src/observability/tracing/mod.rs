@@ -17,7 +17,7 @@ pub mod span;
 mod subcalls;
 
 use crate::observability::handoff::Handoff;
-use context::{Decision, Format, TraceId};
+use context::{Decision, Format, Forms, Outgoing, TraceId};
 use export::{DROPPED, EXPORT_ERRORS, EXPORTED, Settings};
 use meshgate_config::units::Duration;
 use meshgate_core::metrics::{self, MetricsRegistry};
@@ -46,10 +46,17 @@ struct Config {
     /// `localEndpoint.serviceName` of our spans.
     #[serde(default = "meshgate")]
     service_name: String,
-    /// The formats read from requests and written to upstream requests, in this order of
-    /// preference when reading.
+    /// The formats read from requests, in this order of preference.
     #[serde(default = "both")]
     propagation: Vec<Format>,
+    /// The header forms written to upstream requests: `preserve` (the forms the request came
+    /// with, among those read; `inject_default` when it came with none), or a list of forms
+    /// written to every upstream request.
+    #[serde(default = "preserve")]
+    inject: serde_json::Value,
+    /// With `inject: preserve`, the forms a request that brought no context gets.
+    #[serde(default = "default_forms")]
+    inject_default: Vec<String>,
 }
 
 /// `zipkin:`: the collector and how spans are sent to it.
@@ -84,9 +91,20 @@ fn meshgate() -> String {
 fn both() -> Vec<Format> {
     vec![Format::B3, Format::W3c]
 }
-/// Default `zipkin.batch_size`.
+/// Default `inject`.
+fn preserve() -> serde_json::Value {
+    "preserve".into()
+}
+/// Default `inject_default`: B3's headers, which Zipkin instrumentation reads, and
+/// `traceparent`, which OpenTelemetry reads.
+fn default_forms() -> Vec<String> {
+    vec!["b3".to_owned(), "w3c".to_owned()]
+}
+/// Default `zipkin.batch_size`: about 450 KB of JSON, under the 500 KB Zipkin's own reporters
+/// send at most. Each POST costs the exporter as much as encoding dozens of spans, so fewer,
+/// larger batches are cheaper for a busy gateway.
 fn batch_size() -> usize {
-    100
+    1000
 }
 /// Default `zipkin.flush_interval`.
 fn flush_interval() -> Duration {
@@ -135,11 +153,22 @@ impl PluginFactory for Factory {
             queue: z.queue,
             timeout: z.timeout.get(),
         };
+        let read = Forms::read_by(&c.propagation);
+        let inject = match &c.inject {
+            serde_json::Value::String(s) if s == "preserve" => {
+                let names = c.inject_default.iter().map(|s| Some(s.as_str()));
+                Inject::Preserve { default: forms("inject_default", names)? }
+            }
+            serde_json::Value::Array(items) => Inject::Always(forms("inject", items.iter().map(|v| v.as_str()))?),
+            _ => return Err(PluginConfigError::new("inject", "`preserve`, or a list of forms: b3, b3-single, w3c")),
+        };
         let tx = export::exporter(&z.url, settings).map_err(|m| PluginConfigError::new("zipkin.url", m))?;
         let mut formats = c.propagation;
         formats.dedup();
         Ok(Built::Plugin(Arc::new(Tracing {
             formats: formats.into(),
+            read,
+            inject,
             sampler: Sampler::new(c.sampling),
             service: c.service_name.to_lowercase().into(),
             tx,
@@ -201,25 +230,48 @@ impl Sampler {
     }
 }
 
-/// The trace a request belongs to, in [`RequestCtx::vars`] from `on_request` on (for other
-/// plugins too: logs can name the trace).
-#[derive(Clone, Debug)]
-pub struct TraceContext {
-    /// The trace's id, as it came in or new.
-    pub trace_id: TraceId,
-    /// Our server span's id.
-    pub span_id: u64,
-    /// The caller's span id, the parent of ours.
-    pub parent_id: Option<u64>,
-    /// Whether this request is recorded (and says so downstream).
-    pub sampled: bool,
-    /// The caller asked every hop to record (B3 debug): passed on, and marked on our spans.
-    pub debug: bool,
-    /// What is being recorded; `None` when not sampled.
-    recording: Option<Box<Recording>>,
+/// The header forms named in `field` (a list), at least one.
+fn forms<'a>(field: &str, names: impl Iterator<Item = Option<&'a str>>) -> Result<Forms, PluginConfigError> {
+    let mut set = Forms::NONE;
+    for (i, name) in names.enumerate() {
+        let form = name.and_then(Forms::named).ok_or_else(|| {
+            PluginConfigError::new(format!("{field}[{i}]"), "not a header form: name b3, b3-single or w3c")
+        })?;
+        set = set | form;
+    }
+    if set.is_empty() {
+        return Err(PluginConfigError::new(field, "name at least one form (b3, b3-single, w3c)"));
+    }
+    Ok(set)
 }
 
-/// A sampled request's spans in progress.
+/// Which header forms go to the upstream (`inject:`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Inject {
+    /// Rewrite the forms the request came with (so every hop reads the format it wrote);
+    /// `default` for a request that came with none.
+    Preserve { default: Forms },
+    /// These forms on every upstream request.
+    Always(Forms),
+}
+
+impl Inject {
+    /// The forms to write, and the forms to remove: read from the request but not rewritten,
+    /// they would name the caller's span as the upstream's parent. `seen` are the forms on the
+    /// request, `read` those `propagation:` reads (others pass untouched).
+    fn plan(self, seen: Forms, read: Forms) -> (Forms, Forms) {
+        let seen = seen & read;
+        let write = match self {
+            Inject::Preserve { default } if seen.is_empty() => default,
+            Inject::Preserve { .. } => seen,
+            Inject::Always(forms) => forms,
+        };
+        (write, seen.without(write))
+    }
+}
+
+/// A sampled request's spans in progress, in [`RequestCtx::vars`] from `on_request` on (its ids
+/// are in [`RequestCtx::trace`]). Unsampled requests have none.
 #[derive(Clone, Debug)]
 struct Recording {
     /// Arrival, in µs since the epoch: the clock of every span of this request.
@@ -239,8 +291,8 @@ struct Attempt {
     end: Option<Instant>,
     /// The upstream target (`cx.upstream`).
     target: Option<Arc<str>>,
-    /// The URI as sent upstream (after rewrites); a shared copy, not a new string.
-    uri: http::Uri,
+    /// The URI as sent upstream, when its path is not the request's (rewrites, `strip_path`).
+    uri: Option<http::Uri>,
     /// The status the attempt ended with, when it ended with an answer that was used.
     status: Option<u16>,
     /// Another attempt followed this one.
@@ -249,8 +301,12 @@ struct Attempt {
 
 /// One configured instance.
 struct Tracing {
-    /// Formats read (first valid wins) and written.
+    /// Formats read (first valid wins).
     formats: Box<[Format]>,
+    /// The header forms those formats read.
+    read: Forms,
+    /// The header forms written.
+    inject: Inject,
     /// Decides for traces that come without a decision.
     sampler: Sampler,
     /// `localEndpoint.serviceName`, lower case.
@@ -271,65 +327,71 @@ impl Plugin for Tracing {
     }
 
     async fn on_request(&self, cx: &mut RequestCtx) -> Flow {
-        let incoming = context::extract(&cx.request.headers, &self.formats);
+        let incoming = context::extract(&context::scan(&cx.request.headers), &self.formats);
         let (trace_id, parent_id) = match incoming.ids {
             Some((t, s)) => (t, Some(s)),
             None => (TraceId { value: rand::random::<u128>().max(1), short: false }, None),
         };
         let sampled = self.sampler.decide(incoming.decision, trace_id);
-        let recording = sampled.then(|| {
+        if sampled {
             let arrived = SystemTime::now() - cx.started.elapsed();
             let start_us = arrived.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_micros() as u64);
-            Box::new(Recording { start_us, attempts: Vec::new() })
-        });
+            cx.vars.insert(Recording { start_us, attempts: Vec::new() });
+        }
         let debug = incoming.decision == Some(Decision::Debug);
-        let span_id = new_id();
-        cx.vars.insert(TraceIds { trace_id, span_id, sampled });
-        cx.vars.insert(TraceContext { trace_id, span_id, parent_id, sampled, debug, recording });
+        cx.trace = Some(TraceIds { trace_id, span_id: new_id(), parent_id, sampled, debug });
         Flow::Continue
     }
 
     async fn before_upstream(&self, cx: &mut RequestCtx, upstream: &mut http::request::Parts) -> Flow {
-        let Some(tc) = cx.vars.get_mut::<TraceContext>() else { return Flow::Continue };
+        let Some(t) = cx.trace else { return Flow::Continue };
         let id = new_id();
-        if let Some(rec) = tc.recording.as_mut() {
+        if let Some(rec) = cx.vars.get_mut::<Recording>().filter(|_| t.sampled) {
             let now = Instant::now();
             if let Some(prev) = rec.attempts.last_mut().filter(|a| a.end.is_none()) {
                 (prev.end, prev.retried) = (Some(now), true);
             }
+            let rewritten = upstream.uri.path() != cx.request.uri.path();
             rec.attempts.push(Attempt {
                 id,
                 start: now,
                 end: None,
                 target: cx.upstream.clone(),
-                uri: upstream.uri.clone(),
+                uri: rewritten.then(|| upstream.uri.clone()),
                 status: None,
                 retried: false,
             });
         }
-        let decision = match (tc.debug, tc.sampled) {
+        let decision = match (t.debug, t.sampled) {
             (true, _) => Decision::Debug,
             (false, true) => Decision::Sample,
             (false, false) => Decision::Deny,
         };
-        context::inject(&mut upstream.headers, &self.formats, tc.trace_id, id, tc.span_id, decision);
+        // The client's headers travel on in the upstream request: the forms seen there are the
+        // ones it came with (or an earlier attempt wrote, in the same forms).
+        let (write, stale) = self.inject.plan(context::scan(&upstream.headers).forms(), self.read);
+        let out = Outgoing { trace: t.trace_id, span: id, parent: t.span_id, decision };
+        context::inject(&mut upstream.headers, write, stale, out);
         Flow::Continue
     }
 
     async fn on_response(&self, cx: &mut RequestCtx, response: &mut http::response::Parts) {
-        let Some(rec) = cx.vars.get_mut::<TraceContext>().and_then(|tc| tc.recording.as_mut()) else { return };
+        if !cx.trace.is_some_and(|t| t.sampled) {
+            return;
+        }
+        let Some(rec) = cx.vars.get_mut::<Recording>() else { return };
         if let Some(last) = rec.attempts.last_mut().filter(|a| a.end.is_none()) {
             (last.end, last.status) = (Some(Instant::now()), Some(response.status.as_u16()));
         }
     }
 
     fn on_log(&self, cx: &RequestCtx) {
-        let Some(tc) = cx.vars.get::<TraceContext>() else { return };
-        let Some(rec) = tc.recording.as_deref() else { return };
-        self.spans(cx, tc, rec, Instant::now(), |span| export::submit(&self.tx, span));
+        let Some(t) = cx.trace.filter(|t| t.sampled) else { return };
+        let Some(rec) = cx.vars.get::<Recording>() else { return };
+        self.spans(cx, &t, rec, Instant::now(), |span| export::submit(&self.tx, span));
         // An aggregation route's backend calls recorded their attempts in contexts of their own.
         if let Some(calls) = cx.vars.get::<meshgate_core::Subcalls>() {
-            self.subcall_spans(cx, tc, rec, calls, |span| export::submit(&self.tx, span));
+            self.subcall_spans(cx, &t, rec, calls, |span| export::submit(&self.tx, span));
         }
     }
 }
@@ -337,13 +399,13 @@ impl Plugin for Tracing {
 impl Tracing {
     /// The finished spans of a sampled request: the client spans, then the server span. Only
     /// values are copied here; formatting waits for the exporter's thread.
-    fn spans(&self, cx: &RequestCtx, tc: &TraceContext, rec: &Recording, now: Instant, mut out: impl FnMut(Span)) {
-        let at = |t: Instant| rec.start_us + t.saturating_duration_since(cx.started).as_micros() as u64;
+    fn spans(&self, cx: &RequestCtx, t: &TraceIds, rec: &Recording, now: Instant, mut out: impl FnMut(Span)) {
+        let at = |i: Instant| rec.start_us + i.saturating_duration_since(cx.started).as_micros() as u64;
         let micros = |from: Instant, to: Instant| (to.saturating_duration_since(from).as_micros() as u64).max(1);
         let server = Span {
-            trace_id: tc.trace_id,
-            id: tc.span_id,
-            parent_id: tc.parent_id,
+            trace_id: t.trace_id,
+            id: t.span_id,
+            parent_id: t.parent_id,
             kind: Kind::Server,
             route: cx.route.clone(),
             method: cx.request.method.clone(),
@@ -356,24 +418,34 @@ impl Tracing {
             backend: None,
             error: None,
             tags: cx.vars.get::<SpanTags>().map(|t| t.0.clone()).unwrap_or_default(),
-            debug: tc.debug,
+            debug: t.debug,
             status: cx.response.as_ref().map(|r| r.status.as_u16()),
             retried: false,
         };
+        // Built field by field rather than from a copy of the server span: a client span needs
+        // neither the route nor the tags, and every shared value copied is one more count to
+        // raise and drop.
+        let remote_service = cx.route.as_ref().map(|r| r.service.clone());
         for a in &rec.attempts {
             out(Span {
+                trace_id: t.trace_id,
                 id: a.id,
-                parent_id: Some(tc.span_id),
+                parent_id: Some(t.span_id),
                 kind: Kind::Client,
-                uri: a.uri.clone(),
+                route: None,
+                method: cx.request.method.clone(),
+                uri: a.uri.clone().unwrap_or_else(|| cx.request.uri.clone()),
                 timestamp: at(a.start),
                 duration: micros(a.start, a.end.unwrap_or(now)),
+                local_service: self.service.clone(),
                 remote: a.target.clone(),
-                remote_service: cx.route.as_ref().map(|r| r.service.clone()),
+                remote_service: remote_service.clone(),
+                backend: None,
+                error: None,
                 tags: Vec::new(),
+                debug: t.debug,
                 status: a.status,
                 retried: a.retried,
-                ..server.clone()
             });
         }
         out(server);

@@ -60,27 +60,68 @@ pub enum Kind {
     Client,
 }
 
-/// Spans as the JSON array `POST /api/v2/spans` takes.
-pub fn write_batch(spans: &[Span], out: &mut Vec<u8>) {
-    out.push(b'[');
-    for (i, s) in spans.iter().enumerate() {
-        if i > 0 {
-            out.push(b',');
-        }
-        s.write_json(out);
-    }
-    out.push(b']');
+/// Writes spans as Zipkin v2 JSON. It remembers the last JSON it wrote for the values spans of
+/// one route share (its name, service, our service name, the remote endpoint): a batch's spans
+/// repeat them, and checking each for characters to escape (and parsing a target's address)
+/// was most of a span's cost.
+#[derive(Default)]
+pub struct Encoder {
+    /// The last client span's remote endpoint.
+    endpoint: Option<RemoteJson>,
+    /// The last route name, service name and local service name, as JSON strings.
+    route: Memo,
+    service: Memo,
+    local: Memo,
 }
 
-impl Span {
-    /// The span as one Zipkin v2 JSON object.
-    pub fn write_json(&self, out: &mut Vec<u8>) {
-        let server = self.kind == Kind::Server;
+/// A target and service, and their `remoteEndpoint` JSON.
+struct RemoteJson {
+    target: Arc<str>,
+    service: Option<Arc<str>>,
+    json: Vec<u8>,
+}
+
+/// The last shared string written, and its JSON. Holding the `Arc` keeps its address from being
+/// reused by another string while it is remembered.
+#[derive(Default)]
+struct Memo(Option<(Arc<str>, Vec<u8>)>);
+
+impl Memo {
+    /// Writes `s` as a JSON string, from memory when it is the one written last.
+    fn write(&mut self, out: &mut Vec<u8>, s: &Arc<str>) {
+        match &self.0 {
+            Some((last, json)) if Arc::ptr_eq(last, s) => out.extend_from_slice(json),
+            _ => {
+                let mut json = Vec::with_capacity(s.len() + 2);
+                string(&mut json, s);
+                out.extend_from_slice(&json);
+                self.0 = Some((s.clone(), json));
+            }
+        }
+    }
+}
+
+impl Encoder {
+    /// Spans as the JSON array `POST /api/v2/spans` takes.
+    pub fn batch(&mut self, spans: &[Span], out: &mut Vec<u8>) {
+        out.push(b'[');
+        for (i, s) in spans.iter().enumerate() {
+            if i > 0 {
+                out.push(b',');
+            }
+            self.span(s, out);
+        }
+        out.push(b']');
+    }
+
+    /// One span as a Zipkin v2 JSON object.
+    pub fn span(&mut self, s: &Span, out: &mut Vec<u8>) {
+        let server = s.kind == Kind::Server;
         out.extend_from_slice(b"{\"traceId\":\"");
-        hex(out, self.trace_id.value, if self.trace_id.short { 16 } else { 32 });
+        hex(out, s.trace_id.value, if s.trace_id.short { 16 } else { 32 });
         out.extend_from_slice(b"\",\"id\":\"");
-        hex(out, self.id.into(), 16);
-        if let Some(p) = self.parent_id {
+        hex(out, s.id.into(), 16);
+        if let Some(p) = s.parent_id {
             out.extend_from_slice(b"\",\"parentId\":\"");
             hex(out, p.into(), 16);
         }
@@ -89,54 +130,54 @@ impl Span {
         } else {
             b"\",\"kind\":\"CLIENT\",\"name\":"
         });
-        match (&self.route, server) {
-            (Some(r), true) => string(out, &r.name),
-            _ => json::lower_string(out, self.method.as_str()),
+        match (&s.route, server) {
+            (Some(r), true) => self.route.write(out, &r.name),
+            _ => method(out, &s.method, true),
         }
         out.extend_from_slice(b",\"timestamp\":");
-        number(out, self.timestamp);
+        number(out, s.timestamp);
         out.extend_from_slice(b",\"duration\":");
-        number(out, self.duration);
+        number(out, s.duration);
         out.extend_from_slice(b",\"localEndpoint\":{\"serviceName\":");
-        string(out, &self.local_service);
+        self.local.write(out, &s.local_service);
         out.push(b'}');
-        if let Some(target) = &self.remote {
+        if let Some(target) = &s.remote {
             out.extend_from_slice(b",\"remoteEndpoint\":");
-            endpoint(out, target, self.remote_service.as_deref());
+            out.extend_from_slice(self.endpoint(target, s.remote_service.as_ref()));
         }
-        if self.debug {
+        if s.debug {
             out.extend_from_slice(b",\"debug\":true");
         }
         out.extend_from_slice(b",\"tags\":{\"http.method\":");
-        string(out, self.method.as_str());
+        method(out, &s.method, false);
         out.extend_from_slice(b",\"http.path\":");
-        string(out, self.uri.path());
-        if let Some(status) = self.status {
+        string(out, s.uri.path());
+        if let Some(status) = s.status {
             out.extend_from_slice(b",\"http.status_code\":\"");
             number(out, status.into());
             out.push(b'"');
         }
-        if let Some(b) = &self.backend {
+        if let Some(b) = &s.backend {
             out.extend_from_slice(b",\"meshgate.backend\":");
             string(out, b);
         }
-        if self.retried {
+        if s.retried {
             out.extend_from_slice(b",\"error\":\"retried\"");
-        } else if let Some(e) = &self.error {
+        } else if let Some(e) = &s.error {
             out.extend_from_slice(b",\"error\":");
             string(out, e);
-        } else if let Some(status) = self.status.filter(|s| *s >= 500) {
+        } else if let Some(status) = s.status.filter(|s| *s >= 500) {
             out.extend_from_slice(b",\"error\":\"");
             number(out, status.into());
             out.push(b'"');
         }
-        if let (Some(r), true) = (&self.route, server) {
+        if let (Some(r), true) = (&s.route, server) {
             out.extend_from_slice(b",\"meshgate.route\":");
-            string(out, &r.name);
+            self.route.write(out, &r.name);
             out.extend_from_slice(b",\"meshgate.service\":");
-            string(out, &r.service);
+            self.service.write(out, &r.service);
         }
-        for (k, v) in &self.tags {
+        for (k, v) in &s.tags {
             out.push(b',');
             string(out, k);
             out.push(b':');
@@ -144,6 +185,44 @@ impl Span {
         }
         out.extend_from_slice(b"}}");
     }
+
+    /// The `remoteEndpoint` JSON of `target` and `service`, written again only when they
+    /// differ from the last span's.
+    fn endpoint(&mut self, target: &Arc<str>, service: Option<&Arc<str>>) -> &[u8] {
+        let same = |a: &Arc<str>, b: &Arc<str>| Arc::ptr_eq(a, b) || a == b;
+        let hit = self.endpoint.as_ref().is_some_and(|e| {
+            same(&e.target, target)
+                && match (&e.service, service) {
+                    (Some(a), Some(b)) => same(a, b),
+                    (None, None) => true,
+                    _ => false,
+                }
+        });
+        if !hit {
+            let mut json = Vec::with_capacity(64);
+            endpoint(&mut json, target, service.map(|s| &**s));
+            self.endpoint = Some(RemoteJson { target: target.clone(), service: service.cloned(), json });
+        }
+        self.endpoint.as_ref().map_or(&[], |e| &e.json)
+    }
+}
+
+/// A method as a JSON string, in lower case for a client span's name: from constants for the
+/// common ones.
+fn method(out: &mut Vec<u8>, m: &http::Method, lower: bool) {
+    use http::Method;
+    let (upper, low) = match *m {
+        Method::GET => ("\"GET\"", "\"get\""),
+        Method::POST => ("\"POST\"", "\"post\""),
+        Method::PUT => ("\"PUT\"", "\"put\""),
+        Method::DELETE => ("\"DELETE\"", "\"delete\""),
+        Method::HEAD => ("\"HEAD\"", "\"head\""),
+        Method::OPTIONS => ("\"OPTIONS\"", "\"options\""),
+        Method::PATCH => ("\"PATCH\"", "\"patch\""),
+        _ if lower => return json::lower_string(out, m.as_str()),
+        _ => return string(out, m.as_str()),
+    };
+    out.extend_from_slice(if lower { low } else { upper }.as_bytes());
 }
 
 /// A Zipkin endpoint for a target written `ip:port`, or `host:port`, which keeps the port only:
@@ -185,7 +264,7 @@ mod tests {
 
     fn json_of(span: &Span) -> Value {
         let mut out = Vec::new();
-        span.write_json(&mut out);
+        Encoder::default().span(span, &mut out);
         serde_json::from_slice(&out).unwrap()
     }
 
@@ -261,9 +340,28 @@ mod tests {
         assert_eq!((&j["tags"]["meshgate.backend"], &j["tags"]["error"]), (&json!("user"), &json!("timed out")));
         assert_eq!(json_of(&nameless)["remoteEndpoint"], json!({}));
 
+        // One encoder for a batch: the endpoint written for one target is not reused for another.
         let mut batch = Vec::new();
-        write_batch(&[span.clone(), server], &mut batch);
+        let other = Span { remote: Some("10.0.0.6:8080".into()), method: http::Method::PATCH, ..span.clone() };
+        let custom = Span { method: http::Method::from_bytes(b"PURGE").unwrap(), ..other.clone() };
+        let renamed = Span { route: Some(RouteInfo { name: "b".into(), service: "S2".into() }), ..server.clone() };
+        let spans = [span.clone(), server.clone(), span.clone(), other, custom, renamed, server];
+        Encoder::default().batch(&spans, &mut batch);
         let v: Value = serde_json::from_slice(&batch).unwrap();
-        assert_eq!(v.as_array().map(Vec::len), Some(2));
+        let v = v.as_array().unwrap();
+        assert_eq!(v.len(), 7);
+        assert_eq!(
+            (&v[4]["tags"]["http.method"], &v[5]["name"], &v[6]["name"]),
+            (&json!("PURGE"), &json!("b"), &v[1]["name"])
+        );
+        assert_eq!(
+            (&v[5]["tags"]["meshgate.service"], &v[6]["tags"]["meshgate.service"]),
+            (&json!("S2"), &json!("Orders"))
+        );
+        assert_eq!(
+            (&v[2]["remoteEndpoint"]["ipv4"], &v[3]["remoteEndpoint"]["ipv4"]),
+            (&json!("10.0.0.5"), &json!("10.0.0.6"))
+        );
+        assert_eq!((&v[3]["name"], &v[4]["name"]), (&json!("patch"), &json!("purge")));
     }
 }

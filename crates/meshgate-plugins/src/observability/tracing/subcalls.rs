@@ -5,8 +5,8 @@
 //! request's SERVER span like any attempt's; an attempt still open ends when its call did.
 
 use super::span::{Kind, Span};
-use super::{Recording, TraceContext, Tracing};
-use meshgate_core::{RequestCtx, Subcalls};
+use super::{Recording, Tracing};
+use meshgate_core::{RequestCtx, Subcalls, TraceIds};
 use std::time::Instant;
 
 impl Tracing {
@@ -14,25 +14,25 @@ impl Tracing {
     pub(super) fn subcall_spans(
         &self,
         cx: &RequestCtx,
-        tc: &TraceContext,
+        t: &TraceIds,
         rec: &Recording,
         calls: &Subcalls,
         mut out: impl FnMut(Span),
     ) {
         let at = |t: Instant| rec.start_us + t.saturating_duration_since(cx.started).as_micros() as u64;
         for call in &calls.0 {
-            let Some(attempts) = call.vars.get::<TraceContext>().and_then(|t| t.recording.as_deref()) else { continue };
+            let Some(attempts) = call.vars.get::<Recording>() else { continue };
             let last = attempts.attempts.len().saturating_sub(1);
             for (k, a) in attempts.attempts.iter().enumerate() {
                 let end = a.end.unwrap_or(call.ended);
                 out(Span {
-                    trace_id: tc.trace_id,
+                    trace_id: t.trace_id,
                     id: a.id,
-                    parent_id: Some(tc.span_id),
+                    parent_id: Some(t.span_id),
                     kind: Kind::Client,
                     route: cx.route.clone(),
                     method: call.method.clone(),
-                    uri: a.uri.clone(),
+                    uri: a.uri.clone().unwrap_or_else(|| cx.request.uri.clone()),
                     timestamp: at(a.start),
                     duration: (end.saturating_duration_since(a.start).as_micros() as u64).max(1),
                     local_service: self.service.clone(),
@@ -41,7 +41,7 @@ impl Tracing {
                     backend: Some(call.name.clone()),
                     error: if k == last { call.error.clone() } else { None },
                     tags: Vec::new(),
-                    debug: tc.debug,
+                    debug: t.debug,
                     status: a.status.or(if k == last { call.status } else { None }),
                     retried: a.retried,
                 });
@@ -73,6 +73,7 @@ mod tests {
         {
             let mut fork = request("/x", &[]);
             fork.vars = cx.vars.clone();
+            fork.trace = cx.trace;
             fork.upstream = Some(target.into());
             let mut parts = http::Request::builder().uri(format!("/{name}/7")).body(()).unwrap().into_parts().0;
             t.before_upstream(&mut fork, &mut parts).await;

@@ -18,13 +18,20 @@ pub(super) fn tracer(sampling: f64) -> (Tracing, Receiver<Value>) {
         move |b: &crate::observability::handoff::Batch<'_, Span>| {
             while let Some(span) = b.pop() {
                 let mut json = Vec::new();
-                span.write_json(&mut json);
+                span::Encoder::default().span(&span, &mut json);
                 let _ = out.send(serde_json::from_slice(&json).unwrap());
             }
         },
     )
     .unwrap();
-    let t = Tracing { formats: both().into(), sampler: Sampler::new(sampling), service: "meshgate".into(), tx };
+    let t = Tracing {
+        formats: both().into(),
+        read: Forms::read_by(&both()),
+        inject: Inject::Preserve { default: Forms::B3 | Forms::W3C },
+        sampler: Sampler::new(sampling),
+        service: "meshgate".into(),
+        tx,
+    };
     (t, rx)
 }
 
@@ -36,8 +43,11 @@ fn spans(rx: &Receiver<Value>, n: usize) -> Vec<Value> {
     spans
 }
 
-fn upstream_parts() -> http::request::Parts {
-    http::Request::builder().uri("/v1/items").body(()).unwrap().into_parts().0
+/// The upstream request's head: the client's headers travel on in it, as the proxy sends them.
+fn upstream_parts(cx: &RequestCtx) -> http::request::Parts {
+    let mut parts = http::Request::builder().uri("/v1/items").body(()).unwrap().into_parts().0;
+    parts.headers = cx.request.headers.clone();
+    parts
 }
 
 #[test]
@@ -54,6 +64,15 @@ fn config_errors() {
         err(json!({"zipkin": {"url": url}, "propagation": ["jaeger"]})).starts_with("propagation[0]: unknown variant")
     );
     assert!(plugin(&Factory, json!({"zipkin": {"url": url, "flush_interval": "50ms"}, "sampling": 0})).is_ok());
+    let z = json!({"url": url});
+    assert_eq!(
+        err(json!({"zipkin": z, "inject": ["w3c", "jaeger"]})),
+        "inject[1]: not a header form: name b3, b3-single or w3c"
+    );
+    assert_eq!(err(json!({"zipkin": z, "inject": []})), "inject: name at least one form (b3, b3-single, w3c)");
+    assert!(err(json!({"zipkin": z, "inject": "keep"})).starts_with("inject: `preserve`, or a list"));
+    assert!(err(json!({"zipkin": z, "inject_default": ["b4"]})).starts_with("inject_default[0]: "));
+    assert!(plugin(&Factory, json!({"zipkin": z, "inject": ["b3-single", "w3c"]})).is_ok());
 }
 
 #[test]
@@ -83,12 +102,12 @@ async fn spans_of_a_retried_request() {
     );
     cx.route = Some(RouteInfo { name: "items".into(), service: "Inventory".into() });
     t.on_request(&mut cx).await;
-    let tc = cx.vars.get::<TraceContext>().unwrap().clone();
+    let tc = cx.trace.unwrap();
     assert!(tc.sampled, "the caller's decision beats sampling: 0");
     let mut heads = Vec::new();
     for target in ["10.0.0.1:80", "10.0.0.2:80"] {
         cx.upstream = Some(target.into());
-        let mut parts = upstream_parts();
+        let mut parts = upstream_parts(&cx);
         t.before_upstream(&mut cx, &mut parts).await;
         heads.push(parts.headers);
     }
@@ -117,7 +136,7 @@ async fn spans_of_a_retried_request() {
         assert_eq!(span["traceId"], server["traceId"]);
         assert_eq!(head["x-b3-spanid"], str_of(&span["id"]).as_str(), "the upstream hangs its spans under the attempt");
         assert_eq!(head["x-b3-parentspanid"], str_of(&server["id"]).as_str());
-        assert_eq!(head["traceparent"], format!("00-0000000000000000a3ce929d0e0e4736-{}-01", str_of(&span["id"])));
+        assert!(head.get("traceparent").is_none(), "the caller spoke B3 only: B3 is what goes on");
         assert_eq!(span["tags"]["http.path"], "/v1/items");
         assert!(span["duration"].as_u64().unwrap() >= 1);
         assert!(span["timestamp"].as_u64() >= server["timestamp"].as_u64());
@@ -137,14 +156,14 @@ async fn unsampled_requests_propagate_and_record_nothing() {
     let (t, rx) = tracer(0.0);
     let mut cx = request("/", &[]);
     t.on_request(&mut cx).await;
-    let tc = cx.vars.get::<TraceContext>().unwrap().clone();
-    assert!(!tc.sampled && tc.recording.is_none() && tc.parent_id.is_none());
+    let tc = cx.trace.unwrap();
+    assert!(!tc.sampled && cx.vars.get::<Recording>().is_none() && tc.parent_id.is_none());
     assert!(!tc.trace_id.short && tc.trace_id.value != 0, "a new 128-bit trace id");
-    let mut parts = upstream_parts();
+    let mut parts = upstream_parts(&cx);
     t.before_upstream(&mut cx, &mut parts).await;
     assert_eq!(parts.headers["x-b3-sampled"], "0");
     assert_eq!(parts.headers["x-b3-traceid"], tc.trace_id.hex().as_str());
-    assert!(parts.headers["traceparent"].to_str().unwrap().ends_with("-00"));
+    assert!(parts.headers["traceparent"].to_str().unwrap().ends_with("-00"), "a new trace gets the default forms");
     t.on_log(&cx);
     assert!(rx.recv_timeout(Duration::from_millis(100)).is_err(), "nothing recorded");
 
@@ -158,15 +177,30 @@ async fn unsampled_requests_propagate_and_record_nothing() {
     assert_eq!((spans[0]["traceId"].as_str().unwrap().len(), &spans[0]["name"]), (32, &json!("get")));
 }
 
+#[test]
+fn inject_plans() {
+    let read = Forms::read_by(&both());
+    let preserve = Inject::Preserve { default: Forms::B3 | Forms::W3C };
+    assert_eq!(preserve.plan(Forms::NONE, read), (Forms::B3 | Forms::W3C, Forms::NONE), "nothing came: the default");
+    assert_eq!(preserve.plan(Forms::B3_SINGLE, read), (Forms::B3_SINGLE, Forms::NONE), "the form that came");
+    let w3c_only = Forms::read_by(&[Format::W3c]);
+    assert_eq!(preserve.plan(Forms::B3, w3c_only), (Forms::B3 | Forms::W3C, Forms::NONE), "unread forms do not count");
+    let always = Inject::Always(Forms::W3C);
+    assert_eq!(always.plan(Forms::B3 | Forms::W3C, read), (Forms::W3C, Forms::B3), "read, not rewritten: removed");
+    assert_eq!(always.plan(Forms::B3, w3c_only), (Forms::W3C, Forms::NONE), "not read: left alone");
+}
+
 #[tokio::test]
 async fn debug_is_recorded_and_passed_on() {
     let (t, rx) = tracer(0.0);
     let mut cx = request("/", &[("b3", "a3ce929d0e0e4736-00f067aa0ba902b7-d")]);
     t.on_request(&mut cx).await;
-    let mut parts = upstream_parts();
+    let mut parts = upstream_parts(&cx);
     t.before_upstream(&mut cx, &mut parts).await;
-    assert_eq!((parts.headers.get("x-b3-sampled"), &parts.headers["x-b3-flags"]), (None, &"1".parse().unwrap()));
-    assert!(parts.headers.get("b3").is_none(), "the caller's b3 names the caller's span: replaced");
+    let b3 = parts.headers["b3"].to_str().unwrap();
+    assert!(b3.starts_with("a3ce929d0e0e4736-") && b3.contains("-d-"), "the single header, rewritten: {b3}");
+    assert!(!b3.contains("00f067aa0ba902b7"), "the caller's b3 named the caller's span");
+    assert!(parts.headers.get("x-b3-flags").is_none() && parts.headers.get("traceparent").is_none());
     t.on_log(&cx);
     let spans = spans(&rx, 2); // debug beats sampling: 0
     assert_eq!((&spans[0]["debug"], &spans[0]["traceId"]), (&json!(true), &json!("a3ce929d0e0e4736")));
