@@ -139,12 +139,14 @@ plugins: [{plugin}]
     assert_eq!(resp.seen_header("traceparent"), Some(format!("00-{TRACE}-{}-01", spans[1]["id"].as_str().unwrap())));
     assert_eq!(resp.seen_header("x-b3-traceid"), None, "the caller spoke W3C: W3C goes on, alone");
 
-    // No context and `sampling: 0`: a new trace is propagated in both formats (`inject_default`),
-    // unsampled, and nothing recorded.
+    // No context and `sampling: 0`: a new trace is propagated in both formats (`inject_default`:
+    // the single `b3` header and `traceparent`), unsampled, and nothing recorded.
     let resp = client::get(gw.addr(), "/new").await;
-    let new = resp.seen_header("x-b3-traceid").unwrap();
+    let b3 = resp.seen_header("b3").unwrap();
+    let new = b3.split('-').next().unwrap().to_owned();
     assert_id(&Value::from(new.clone()), 32);
-    assert_eq!(resp.seen_header("x-b3-sampled").as_deref(), Some("0"));
+    assert_eq!(b3.split('-').nth(2), Some("0"), "{b3}");
+    assert_eq!(resp.seen_header("x-b3-traceid"), None);
     let tp = resp.seen_header("traceparent").unwrap();
     assert!(tp.starts_with(&format!("00-{new}-")) && tp.ends_with("-00"), "{tp}");
     // An unsampled caller stays unsampled; an invalid traceparent starts a new trace.
@@ -209,7 +211,7 @@ async fn a_two_hop_chain_keeps_one_trace() {
                 let svc = service_fn(move |req: Request<Incoming>| {
                     let gw = *gw.get().unwrap();
                     async move {
-                        let names = ["x-b3-traceid", "x-b3-spanid", "x-b3-parentspanid", "x-b3-sampled", "traceparent"];
+                        let names = ["b3", "traceparent"];
                         let copied: Vec<(&str, String)> = names
                             .iter()
                             .filter_map(|n| Some((*n, req.headers().get(*n)?.to_str().ok()?.to_owned())))
@@ -235,7 +237,9 @@ plugins: [{plugin}]
     gateway.set(gw.addr()).unwrap();
     let resp = client::get(gw.addr(), "/a").await;
     assert_eq!(resp.status, 200);
-    let trace = resp.seen_header("x-b3-traceid").expect("the trace reached the end of the chain");
+    let b3 = resp.seen_header("b3").expect("the trace reached the end of the chain");
+    let b3: Vec<&str> = b3.split('-').collect();
+    let trace = b3[0].to_owned();
     let spans = collector.trace(&trace, 4).await;
     let find = |kind: &str, name: &str| {
         spans.iter().find(|s| s["kind"] == kind && s["tags"]["meshgate.route"] == name).cloned().or_else(|| {
@@ -249,7 +253,9 @@ plugins: [{plugin}]
     assert!(server_a.get("parentId").is_none(), "hop 1 starts the trace");
     assert_eq!(server_b["parentId"], client_a["id"], "hop 2 hangs under hop 1's upstream call");
     assert_eq!(client_b["parentId"], server_b["id"]);
-    assert_eq!(resp.seen_header("x-b3-spanid").as_deref(), client_b["id"].as_str());
+    assert_eq!(Some(b3[1]), client_b["id"].as_str());
+    let tp = resp.seen_header("traceparent").expect("both forms came to hop 2: both go on");
+    assert_eq!(tp, format!("00-{trace}-{}-01", b3[1]));
     assert!(spans.iter().all(|s| s["traceId"] == trace.as_str()));
     relay_task.abort();
 }

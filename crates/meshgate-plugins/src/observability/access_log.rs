@@ -130,8 +130,8 @@ impl Field {
         let response = cx.response.as_ref();
         match self {
             Field::Time => line.time(self, arrived),
-            Field::Route => line.opt_str(self, cx.route.as_ref().map(|r| &*r.name)),
-            Field::Service => line.opt_str(self, cx.route.as_ref().map(|r| &*r.service)),
+            Field::Route => line.shared(self, Slot::Route, cx.route.as_ref().map(|r| &r.name)),
+            Field::Service => line.shared(self, Slot::Service, cx.route.as_ref().map(|r| &r.service)),
             Field::Consumer => line.opt_str(self, cx.auth.as_ref().map(|a| &*a.consumer.username)),
             Field::ClientIp => {
                 line.key(self);
@@ -148,7 +148,7 @@ impl Field {
                     line.ms(self, d)
                 }
             }
-            Field::Upstream => line.opt_str(self, cx.upstream.as_deref()),
+            Field::Upstream => line.shared(self, Slot::Upstream, cx.upstream.as_ref()),
             Field::RequestId => line.opt_str(self, cx.vars.get::<RequestId>().and_then(|id| id.0.to_str().ok())),
             Field::TraceId => {
                 if let Some(t) = cx.trace {
@@ -167,7 +167,25 @@ struct Line {
     buf: Vec<u8>,
 }
 
+/// The strings lines repeat, remembered per thread with their JSON; see [`Line::shared`].
+#[derive(Clone, Copy)]
+enum Slot {
+    Route,
+    Service,
+    Upstream,
+}
+
+/// A string and its JSON. Holding the `Arc` keeps its address from being reused while it is
+/// remembered.
+type Remembered = Option<(Arc<str>, Vec<u8>)>;
+
+thread_local! {
+    /// The last route name, service name and upstream target written on this thread.
+    static SHARED: std::cell::RefCell<[Remembered; 3]> = const { std::cell::RefCell::new([None, None, None]) };
+}
+
 impl Line {
+    #[inline]
     fn key(&mut self, f: Field) {
         let key = f.key();
         if self.buf.is_empty() {
@@ -185,6 +203,21 @@ impl Line {
         if let Some(v) = v {
             self.str(f, v);
         }
+    }
+    /// A string most lines repeat (a route's name, a target): its JSON is written once per
+    /// thread and copied while the same string (by address) comes again. Checking each string
+    /// for characters to escape was a good part of a line's cost.
+    fn shared(&mut self, f: Field, slot: Slot, v: Option<&Arc<str>>) {
+        let Some(v) = v else { return };
+        self.key(f);
+        SHARED.with_borrow_mut(|memo| match &mut memo[slot as usize] {
+            Some((last, json)) if Arc::ptr_eq(last, v) => self.buf.extend_from_slice(json),
+            other => {
+                let start = self.buf.len();
+                json::string(&mut self.buf, v);
+                *other = Some((v.clone(), self.buf[start..].to_vec()));
+            }
+        });
     }
     /// RFC 3339 in UTC with milliseconds. The text up to the second is kept per thread: many
     /// lines share it, and formatting a date is a good part of a line's cost.
@@ -410,6 +443,18 @@ mod tests {
         assert_eq!((&v["client_ip"], &v["trace_id"]), (&json!("127.0.0.1"), &json!("0000000000000abc")));
         assert_eq!(v["duration_ms"], json!(2.5));
         assert!(v.get("consumer").is_none() && v.get("request_id").is_none(), "fields without a value are left out");
+        // Repeated strings come from the per-thread memory, a new one is written afresh.
+        for name in ["items \"v2\"", "other"] {
+            cx.route = Some(RouteInfo { name: name.into(), service: "inventory".into() });
+            for _ in 0..2 {
+                let mut line = Line { buf: Vec::new() };
+                Field::Route.write(&mut line, &cx, arrived, Duration::ZERO);
+                Field::Upstream.write(&mut line, &cx, arrived, Duration::ZERO);
+                line.buf.push(b'}');
+                let v: serde_json::Value = serde_json::from_slice(&line.buf).unwrap();
+                assert_eq!((&v["route"], &v["upstream"]), (&json!(name), &json!("10.0.0.7:8080")));
+            }
+        }
         // The per-thread date text follows the clock across seconds.
         let mut line = Line { buf: Vec::new() };
         line.time(Field::Time, arrived + Duration::from_secs(61));

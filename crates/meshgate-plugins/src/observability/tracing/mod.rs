@@ -95,10 +95,13 @@ fn both() -> Vec<Format> {
 fn preserve() -> serde_json::Value {
     "preserve".into()
 }
-/// Default `inject_default`: B3's headers, which Zipkin instrumentation reads, and
-/// `traceparent`, which OpenTelemetry reads.
+/// Default `inject_default`: one header for each family of tracers, the single `b3` header
+/// (read by Zipkin's own tracers, Envoy, Kong and OpenTelemetry's B3 propagator) and
+/// `traceparent` (OpenTelemetry's default). Each header costs every traced request: B3's four
+/// `X-B3-*` headers, for older Zipkin clients that read only those, are one `inject_default`
+/// entry away.
 fn default_forms() -> Vec<String> {
-    vec!["b3".to_owned(), "w3c".to_owned()]
+    vec!["b3-single".to_owned(), "w3c".to_owned()]
 }
 /// Default `zipkin.batch_size`: about 450 KB of JSON, under the 500 KB Zipkin's own reporters
 /// send at most. Each POST costs the exporter as much as encoding dozens of spans, so fewer,
@@ -274,8 +277,6 @@ impl Inject {
 /// are in [`RequestCtx::trace`]). Unsampled requests have none.
 #[derive(Clone, Debug)]
 struct Recording {
-    /// Arrival, in µs since the epoch: the clock of every span of this request.
-    start_us: u64,
     /// One per upstream attempt, in order.
     attempts: Vec<Attempt>,
 }
@@ -334,9 +335,7 @@ impl Plugin for Tracing {
         };
         let sampled = self.sampler.decide(incoming.decision, trace_id);
         if sampled {
-            let arrived = SystemTime::now() - cx.started.elapsed();
-            let start_us = arrived.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_micros() as u64);
-            cx.vars.insert(Recording { start_us, attempts: Vec::new() });
+            cx.vars.insert(Recording { attempts: Vec::new() });
         }
         let debug = incoming.decision == Some(Decision::Debug);
         cx.trace = Some(TraceIds { trace_id, span_id: new_id(), parent_id, sampled, debug });
@@ -388,10 +387,14 @@ impl Plugin for Tracing {
     fn on_log(&self, cx: &RequestCtx) {
         let Some(t) = cx.trace.filter(|t| t.sampled) else { return };
         let Some(rec) = cx.vars.get::<Recording>() else { return };
-        self.spans(cx, &t, rec, Instant::now(), |span| export::submit(&self.tx, span));
+        // Arrival on the wall clock, in µs since the epoch: the clock of every span of the request.
+        let now = Instant::now();
+        let arrived = SystemTime::now() - now.saturating_duration_since(cx.started);
+        let start_us = arrived.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_micros() as u64);
+        self.spans(cx, &t, rec, start_us, now, |span| export::submit(&self.tx, span));
         // An aggregation route's backend calls recorded their attempts in contexts of their own.
         if let Some(calls) = cx.vars.get::<meshgate_core::Subcalls>() {
-            self.subcall_spans(cx, &t, rec, calls, |span| export::submit(&self.tx, span));
+            self.subcall_spans(cx, &t, start_us, calls, |span| export::submit(&self.tx, span));
         }
     }
 }
@@ -399,8 +402,16 @@ impl Plugin for Tracing {
 impl Tracing {
     /// The finished spans of a sampled request: the client spans, then the server span. Only
     /// values are copied here; formatting waits for the exporter's thread.
-    fn spans(&self, cx: &RequestCtx, t: &TraceIds, rec: &Recording, now: Instant, mut out: impl FnMut(Span)) {
-        let at = |i: Instant| rec.start_us + i.saturating_duration_since(cx.started).as_micros() as u64;
+    fn spans(
+        &self,
+        cx: &RequestCtx,
+        t: &TraceIds,
+        rec: &Recording,
+        start_us: u64,
+        now: Instant,
+        mut out: impl FnMut(Span),
+    ) {
+        let at = |i: Instant| start_us + i.saturating_duration_since(cx.started).as_micros() as u64;
         let micros = |from: Instant, to: Instant| (to.saturating_duration_since(from).as_micros() as u64).max(1);
         let server = Span {
             trace_id: t.trace_id,
@@ -410,7 +421,7 @@ impl Tracing {
             route: cx.route.clone(),
             method: cx.request.method.clone(),
             uri: cx.request.uri.clone(),
-            timestamp: rec.start_us,
+            timestamp: start_us,
             duration: micros(cx.started, now),
             local_service: self.service.clone(),
             remote: None,

@@ -60,43 +60,92 @@ pub enum Kind {
     Client,
 }
 
-/// Writes spans as Zipkin v2 JSON. It remembers the last JSON it wrote for the values spans of
-/// one route share (its name, service, our service name, the remote endpoint): a batch's spans
-/// repeat them, and checking each for characters to escape (and parsing a target's address)
-/// was most of a span's cost.
+/// Writes spans as Zipkin v2 JSON. The fields spans of one route and target share (kind, name,
+/// endpoints, method, route tags) are written once and kept, per kind, for the next span that
+/// shares them: a batch repeats them, and writing them (checking each string for characters to
+/// escape, parsing a target's address) was most of a span's cost.
 #[derive(Default)]
 pub struct Encoder {
-    /// The last client span's remote endpoint.
-    endpoint: Option<RemoteJson>,
-    /// The last route name, service name and local service name, as JSON strings.
-    route: Memo,
-    service: Memo,
-    local: Memo,
+    /// The shared block of the last SERVER span and of the last CLIENT span.
+    server: Option<Shared>,
+    client: Option<Shared>,
 }
 
-/// A target and service, and their `remoteEndpoint` JSON.
-struct RemoteJson {
-    target: Arc<str>,
-    service: Option<Arc<str>>,
+/// What spans share, and its JSON: from `"kind"` to the first tag. The values are held (not
+/// just compared by address) so that an address cannot be reused by another string while the
+/// block is kept.
+struct Shared {
+    route: Option<RouteInfo>,
+    method: http::Method,
+    local: Arc<str>,
+    remote: Option<Arc<str>>,
+    remote_service: Option<Arc<str>>,
+    backend: Option<Arc<str>>,
     json: Vec<u8>,
 }
 
-/// The last shared string written, and its JSON. Holding the `Arc` keeps its address from being
-/// reused by another string while it is remembered.
-#[derive(Default)]
-struct Memo(Option<(Arc<str>, Vec<u8>)>);
-
-impl Memo {
-    /// Writes `s` as a JSON string, from memory when it is the one written last.
-    fn write(&mut self, out: &mut Vec<u8>, s: &Arc<str>) {
-        match &self.0 {
-            Some((last, json)) if Arc::ptr_eq(last, s) => out.extend_from_slice(json),
-            _ => {
-                let mut json = Vec::with_capacity(s.len() + 2);
-                string(&mut json, s);
-                out.extend_from_slice(&json);
-                self.0 = Some((s.clone(), json));
+impl Shared {
+    /// Whether `s` shares this block: the same strings (by address, which is what spans of
+    /// one route and target share), the same method.
+    fn fits(&self, s: &Span) -> bool {
+        fn same(a: &Option<Arc<str>>, b: &Option<Arc<str>>) -> bool {
+            match (a, b) {
+                (Some(a), Some(b)) => Arc::ptr_eq(a, b),
+                (None, None) => true,
+                _ => false,
             }
+        }
+        let route = match (&self.route, &s.route) {
+            (Some(a), Some(b)) => Arc::ptr_eq(&a.name, &b.name) && Arc::ptr_eq(&a.service, &b.service),
+            (None, None) => true,
+            _ => false,
+        };
+        route
+            && self.method == s.method
+            && Arc::ptr_eq(&self.local, &s.local_service)
+            && same(&self.remote, &s.remote)
+            && same(&self.remote_service, &s.remote_service)
+            && same(&self.backend, &s.backend)
+    }
+
+    /// The block for `s`.
+    fn of(s: &Span) -> Shared {
+        let server = s.kind == Kind::Server;
+        // A client span names no route: only a server span's route is written.
+        let route = s.route.clone().filter(|_| server);
+        let mut out = Vec::with_capacity(256);
+        out.extend_from_slice(if server { b"\"kind\":\"SERVER\",\"name\":" } else { b"\"kind\":\"CLIENT\",\"name\":" });
+        match &route {
+            Some(r) => string(&mut out, &r.name),
+            None => method(&mut out, &s.method, true),
+        }
+        out.extend_from_slice(b",\"localEndpoint\":{\"serviceName\":");
+        string(&mut out, &s.local_service);
+        out.push(b'}');
+        if let Some(target) = &s.remote {
+            out.extend_from_slice(b",\"remoteEndpoint\":");
+            endpoint(&mut out, target, s.remote_service.as_deref());
+        }
+        out.extend_from_slice(b",\"tags\":{\"http.method\":");
+        method(&mut out, &s.method, false);
+        if let Some(r) = &route {
+            out.extend_from_slice(b",\"meshgate.route\":");
+            string(&mut out, &r.name);
+            out.extend_from_slice(b",\"meshgate.service\":");
+            string(&mut out, &r.service);
+        }
+        if let Some(b) = &s.backend {
+            out.extend_from_slice(b",\"meshgate.backend\":");
+            string(&mut out, b);
+        }
+        Shared {
+            route,
+            method: s.method.clone(),
+            local: s.local_service.clone(),
+            remote: s.remote.clone(),
+            remote_service: s.remote_service.clone(),
+            backend: s.backend.clone(),
+            json: out,
         }
     }
 }
@@ -116,7 +165,6 @@ impl Encoder {
 
     /// One span as a Zipkin v2 JSON object.
     pub fn span(&mut self, s: &Span, out: &mut Vec<u8>) {
-        let server = s.kind == Kind::Server;
         out.extend_from_slice(b"{\"traceId\":\"");
         hex(out, s.trace_id.value, if s.trace_id.short { 16 } else { 32 });
         out.extend_from_slice(b"\",\"id\":\"");
@@ -125,41 +173,26 @@ impl Encoder {
             out.extend_from_slice(b"\",\"parentId\":\"");
             hex(out, p.into(), 16);
         }
-        out.extend_from_slice(if server {
-            b"\",\"kind\":\"SERVER\",\"name\":"
-        } else {
-            b"\",\"kind\":\"CLIENT\",\"name\":"
-        });
-        match (&s.route, server) {
-            (Some(r), true) => self.route.write(out, &r.name),
-            _ => method(out, &s.method, true),
-        }
-        out.extend_from_slice(b",\"timestamp\":");
+        out.extend_from_slice(b"\",\"timestamp\":");
         number(out, s.timestamp);
         out.extend_from_slice(b",\"duration\":");
         number(out, s.duration);
-        out.extend_from_slice(b",\"localEndpoint\":{\"serviceName\":");
-        self.local.write(out, &s.local_service);
-        out.push(b'}');
-        if let Some(target) = &s.remote {
-            out.extend_from_slice(b",\"remoteEndpoint\":");
-            out.extend_from_slice(self.endpoint(target, s.remote_service.as_ref()));
-        }
+        out.push(b',');
         if s.debug {
-            out.extend_from_slice(b",\"debug\":true");
+            out.extend_from_slice(b"\"debug\":true,");
         }
-        out.extend_from_slice(b",\"tags\":{\"http.method\":");
-        method(out, &s.method, false);
+        let kept = if s.kind == Kind::Server { &mut self.server } else { &mut self.client };
+        match kept {
+            Some(shared) if shared.fits(s) => {}
+            _ => *kept = Some(Shared::of(s)),
+        }
+        out.extend_from_slice(kept.as_ref().map_or(&[], |k| &k.json));
         out.extend_from_slice(b",\"http.path\":");
         string(out, s.uri.path());
         if let Some(status) = s.status {
             out.extend_from_slice(b",\"http.status_code\":\"");
             number(out, status.into());
             out.push(b'"');
-        }
-        if let Some(b) = &s.backend {
-            out.extend_from_slice(b",\"meshgate.backend\":");
-            string(out, b);
         }
         if s.retried {
             out.extend_from_slice(b",\"error\":\"retried\"");
@@ -171,12 +204,6 @@ impl Encoder {
             number(out, status.into());
             out.push(b'"');
         }
-        if let (Some(r), true) = (&s.route, server) {
-            out.extend_from_slice(b",\"meshgate.route\":");
-            self.route.write(out, &r.name);
-            out.extend_from_slice(b",\"meshgate.service\":");
-            self.service.write(out, &r.service);
-        }
         for (k, v) in &s.tags {
             out.push(b',');
             string(out, k);
@@ -184,26 +211,6 @@ impl Encoder {
             string(out, v);
         }
         out.extend_from_slice(b"}}");
-    }
-
-    /// The `remoteEndpoint` JSON of `target` and `service`, written again only when they
-    /// differ from the last span's.
-    fn endpoint(&mut self, target: &Arc<str>, service: Option<&Arc<str>>) -> &[u8] {
-        let same = |a: &Arc<str>, b: &Arc<str>| Arc::ptr_eq(a, b) || a == b;
-        let hit = self.endpoint.as_ref().is_some_and(|e| {
-            same(&e.target, target)
-                && match (&e.service, service) {
-                    (Some(a), Some(b)) => same(a, b),
-                    (None, None) => true,
-                    _ => false,
-                }
-        });
-        if !hit {
-            let mut json = Vec::with_capacity(64);
-            endpoint(&mut json, target, service.map(|s| &**s));
-            self.endpoint = Some(RemoteJson { target: target.clone(), service: service.cloned(), json });
-        }
-        self.endpoint.as_ref().map_or(&[], |e| &e.json)
     }
 }
 

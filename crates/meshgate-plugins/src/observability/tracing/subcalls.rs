@@ -15,11 +15,11 @@ impl Tracing {
         &self,
         cx: &RequestCtx,
         t: &TraceIds,
-        rec: &Recording,
+        start_us: u64,
         calls: &Subcalls,
         mut out: impl FnMut(Span),
     ) {
-        let at = |t: Instant| rec.start_us + t.saturating_duration_since(cx.started).as_micros() as u64;
+        let at = |i: Instant| start_us + i.saturating_duration_since(cx.started).as_micros() as u64;
         for call in &calls.0 {
             let Some(attempts) = call.vars.get::<Recording>() else { continue };
             let last = attempts.attempts.len().saturating_sub(1);
@@ -100,7 +100,8 @@ mod tests {
         for (span, head, backend) in [(user, &heads[0], "user"), (orders, &heads[1], "orders")] {
             assert_eq!(span["kind"], "CLIENT");
             assert_eq!(span["parentId"], server["id"]);
-            assert_eq!(head["x-b3-spanid"], span["id"].as_str().unwrap(), "each call is sent its own span id");
+            let sent = head["b3"].to_str().unwrap().split('-').nth(1).unwrap().to_owned();
+            assert_eq!(sent, span["id"].as_str().unwrap(), "each call is sent its own span id");
             assert_eq!(span["tags"]["meshgate.backend"], backend);
             assert_eq!(span["tags"]["http.path"], format!("/{backend}/7"));
         }

@@ -27,7 +27,7 @@ pub(super) fn tracer(sampling: f64) -> (Tracing, Receiver<Value>) {
     let t = Tracing {
         formats: both().into(),
         read: Forms::read_by(&both()),
-        inject: Inject::Preserve { default: Forms::B3 | Forms::W3C },
+        inject: Inject::Preserve { default: Forms::B3_SINGLE | Forms::W3C },
         sampler: Sampler::new(sampling),
         service: "meshgate".into(),
         tx,
@@ -161,8 +161,9 @@ async fn unsampled_requests_propagate_and_record_nothing() {
     assert!(!tc.trace_id.short && tc.trace_id.value != 0, "a new 128-bit trace id");
     let mut parts = upstream_parts(&cx);
     t.before_upstream(&mut cx, &mut parts).await;
-    assert_eq!(parts.headers["x-b3-sampled"], "0");
-    assert_eq!(parts.headers["x-b3-traceid"], tc.trace_id.hex().as_str());
+    let b3 = parts.headers["b3"].to_str().unwrap();
+    assert!(b3.starts_with(&format!("{}-", tc.trace_id.hex())) && b3.contains("-0-"), "{b3}");
+    assert!(parts.headers.get("x-b3-traceid").is_none(), "B3's multiple headers only when asked for");
     assert!(parts.headers["traceparent"].to_str().unwrap().ends_with("-00"), "a new trace gets the default forms");
     t.on_log(&cx);
     assert!(rx.recv_timeout(Duration::from_millis(100)).is_err(), "nothing recorded");
