@@ -123,6 +123,65 @@ pub struct TraceIds {
     pub debug: bool,
 }
 
+/// One upstream attempt, as the proxy made it: the tracing plugin turns each into a CLIENT span.
+#[derive(Clone, Debug)]
+pub struct Attempt {
+    /// The target it went to.
+    pub target: Arc<str>,
+    /// When it began, just before the `before_upstream` phase.
+    pub start: Instant,
+    /// When its response head came or it failed (or the request ended first); `None` while
+    /// under way.
+    pub end: Option<Instant>,
+    /// The status of its answer, if one came.
+    pub status: Option<u16>,
+    /// Another attempt followed it.
+    pub retried: bool,
+    /// The URI as sent upstream, when its path is not the request's (`strip_path`, rewrites).
+    pub uri: Option<http::Uri>,
+    /// The id a plugin gave it (the tracing plugin's client span id); 0 for none.
+    pub span_id: u64,
+}
+
+/// A request's upstream attempts, in order ([`RequestCtx::attempts`]). The first is kept inline:
+/// nearly every request makes exactly one, and recording it must not cost an allocation.
+#[derive(Clone, Debug, Default)]
+pub struct Attempts {
+    first: Option<Attempt>,
+    more: Vec<Attempt>,
+}
+
+impl Attempts {
+    /// Records the next attempt.
+    pub fn push(&mut self, a: Attempt) {
+        if self.first.is_none() {
+            self.first = Some(a);
+        } else {
+            self.more.push(a);
+        }
+    }
+
+    /// The latest attempt.
+    pub fn last_mut(&mut self) -> Option<&mut Attempt> {
+        self.more.last_mut().or(self.first.as_mut())
+    }
+
+    /// Every attempt, in order.
+    pub fn iter(&self) -> impl Iterator<Item = &Attempt> {
+        self.first.iter().chain(&self.more)
+    }
+
+    /// How many attempts were made.
+    pub fn len(&self) -> usize {
+        self.first.is_some() as usize + self.more.len()
+    }
+
+    /// Whether none was made.
+    pub fn is_empty(&self) -> bool {
+        self.first.is_none()
+    }
+}
+
 /// Facts plugins attach to the request's trace (`meshgate.transform.request: transformed`); the
 /// tracing plugin writes them as tags of the request's server span.
 #[derive(Clone, Debug, Default)]
@@ -146,8 +205,8 @@ impl SpanTags {
 
 /// The backend calls an aggregation route made for this request, in config order; in
 /// [`RequestCtx::vars`] from `on_response` on. The calls run at the same time, so each had a
-/// context of its own, forked from the request's after `on_request` (its `vars` a clone): what
-/// `before_upstream` plugins recorded per attempt (trace spans) is in that call's `vars` here.
+/// context of its own, forked from the request's after `on_request` (its `vars` a clone): its
+/// attempts, and what `before_upstream` plugins left in its `vars`, are here.
 #[derive(Clone, Debug, Default)]
 pub struct Subcalls(pub Vec<Subcall>);
 
@@ -169,6 +228,8 @@ pub struct Subcall {
     pub error: Option<String>,
     /// When its answer was read, or it failed, or the route stopped waiting for it.
     pub ended: Instant,
+    /// Its upstream attempts.
+    pub attempts: Attempts,
     /// Its own copy of the request's `vars`, as its `before_upstream` plugins left them.
     pub vars: http::Extensions,
 }
@@ -223,6 +284,8 @@ pub struct RequestCtx {
     pub started: Instant,
     /// The request's trace, when the tracing plugin runs on it (sampled or not).
     pub trace: Option<TraceIds>,
+    /// The upstream attempts made so far, each added just before its `before_upstream` phase.
+    pub attempts: Attempts,
     /// Per-request values plugins hand from one phase to the next, keyed by type.
     pub vars: http::Extensions,
 }
@@ -242,6 +305,7 @@ impl RequestCtx {
             response: None,
             started: Instant::now(),
             trace: None,
+            attempts: Attempts::default(),
             vars: http::Extensions::new(),
         }
     }

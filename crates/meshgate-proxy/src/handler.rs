@@ -15,7 +15,7 @@ use http::header::{self, HeaderValue};
 use http::{Request, Response, StatusCode, Version};
 use hyper::body::Incoming;
 use meshgate_balance::NoTarget;
-use meshgate_core::{BodyLimit, ClientCert, ErrorKind, Flow, ProxyBody, RequestCtx, ResponseInfo};
+use meshgate_core::{Attempt, BodyLimit, ClientCert, ErrorKind, Flow, ProxyBody, RequestCtx, ResponseInfo};
 use meshgate_router::RequestView;
 use std::net::SocketAddr;
 use std::rc::Rc;
@@ -184,6 +184,8 @@ pub(crate) async fn forward_upstream(
     *req.version_mut() = Version::HTTP_11;
     *req.headers_mut() = headers;
     let template = replayable.then(|| (req.method().clone(), req.uri().clone(), req.headers().clone(), held));
+    // Attempts name the upstream URI only when it is not the request's (logs and spans need it).
+    let rewritten = (req.uri().path() != cx.request.uri.path()).then(|| req.uri().clone());
     let preserve = if route.preserve_host { client_host.as_ref() } else { None };
     if policy.attempts > 0 {
         policy.budget.record_request();
@@ -220,6 +222,16 @@ pub(crate) async fn forward_upstream(
         let target = &svc.targets[index];
         cx.upstream = Some(target.address.clone());
         forward::aim(req.headers_mut(), target, preserve);
+        let mut sent = std::time::Instant::now();
+        cx.attempts.push(Attempt {
+            target: target.address.clone(),
+            start: sent,
+            end: None,
+            status: None,
+            retried: false,
+            uri: rewritten.clone(),
+            span_id: 0,
+        });
         if !route.chain.before_upstream.is_empty() {
             let (mut parts, body) = req.into_parts();
             for p in route.chain.before_upstream.iter() {
@@ -228,13 +240,18 @@ pub(crate) async fn forward_upstream(
                 }
             }
             req = Request::from_parts(parts, body);
+            sent = std::time::Instant::now();
         }
         let retry_left = retries < policy.attempts;
-        let sent = std::time::Instant::now();
-        match client::send(svc, &route.timeouts, target, req, upgrade).await {
+        let result = client::send(svc, &route.timeouts, target, req, upgrade).await;
+        let ended = std::time::Instant::now();
+        let attempt = cx.attempts.last_mut().expect("pushed above");
+        attempt.end = Some(ended);
+        match result {
             Ok(resp) => {
-                cx.upstream_time = Some(sent.elapsed());
+                cx.upstream_time = Some(ended - sent);
                 let status = resp.status().as_u16();
+                attempt.status = Some(status);
                 pick.status(status);
                 if retry_left
                     && policy.on_status(status)
@@ -242,6 +259,7 @@ pub(crate) async fn forward_upstream(
                     && policy.budget.try_retry()
                 {
                     tracing::debug!(target = %target.address, status, "retrying upstream answer");
+                    attempt.retried = true;
                     retries += 1;
                     tried.push(index);
                     req = next;
@@ -268,6 +286,7 @@ pub(crate) async fn forward_upstream(
                     && let Some(next) = next
                     && policy.budget.try_retry()
                 {
+                    attempt.retried = true;
                     retries += 1;
                     tried.push(index);
                     req = next;

@@ -92,7 +92,8 @@ plugins: [{plugin}]
     assert!(now_us().abs_diff(ts) < 10_000_000, "timestamp {ts} is in µs and recent");
     assert!((1..5_000_000).contains(&dur), "duration {dur} µs");
 
-    for (span, target, status) in [(first, a.addr(), None), (second, b.addr(), Some("200"))] {
+    // The retried attempt's answer (503) is recorded too.
+    for (span, target, status) in [(first, a.addr(), Some("503")), (second, b.addr(), Some("200"))] {
         assert_eq!(span["kind"], "CLIENT");
         assert_eq!(span["traceId"], trace.as_str());
         assert_eq!(span["parentId"], server_id.as_str(), "attempts hang under the server span");

@@ -167,6 +167,7 @@ pub(crate) async fn run(
             status: slot.status.get(),
             error,
             ended: slot.ended.get().unwrap_or(now),
+            attempts: fork.attempts,
             vars: fork.vars,
         });
     }

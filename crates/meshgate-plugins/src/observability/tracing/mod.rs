@@ -273,33 +273,6 @@ impl Inject {
     }
 }
 
-/// A sampled request's spans in progress, in [`RequestCtx::vars`] from `on_request` on (its ids
-/// are in [`RequestCtx::trace`]). Unsampled requests have none.
-#[derive(Clone, Debug)]
-struct Recording {
-    /// One per upstream attempt, in order.
-    attempts: Vec<Attempt>,
-}
-
-/// One upstream attempt (a CLIENT span).
-#[derive(Clone, Debug)]
-struct Attempt {
-    /// The CLIENT span's id, sent upstream as the parent of the upstream's spans.
-    id: u64,
-    /// Just before the request was handed to the upstream connection.
-    start: Instant,
-    /// The response head came, or the next attempt started; `None` while under way.
-    end: Option<Instant>,
-    /// The upstream target (`cx.upstream`).
-    target: Option<Arc<str>>,
-    /// The URI as sent upstream, when its path is not the request's (rewrites, `strip_path`).
-    uri: Option<http::Uri>,
-    /// The status the attempt ended with, when it ended with an answer that was used.
-    status: Option<u16>,
-    /// Another attempt followed this one.
-    retried: bool,
-}
-
 /// One configured instance.
 struct Tracing {
     /// Formats read (first valid wins).
@@ -324,7 +297,7 @@ fn new_id() -> u64 {
 #[async_trait]
 impl Plugin for Tracing {
     fn phases(&self) -> Phases {
-        Phases::ON_REQUEST | Phases::BEFORE_UPSTREAM | Phases::ON_RESPONSE | Phases::ON_LOG
+        Phases::ON_REQUEST | Phases::BEFORE_UPSTREAM | Phases::ON_LOG
     }
 
     async fn on_request(&self, cx: &mut RequestCtx) -> Flow {
@@ -334,9 +307,6 @@ impl Plugin for Tracing {
             None => (TraceId { value: rand::random::<u128>().max(1), short: false }, None),
         };
         let sampled = self.sampler.decide(incoming.decision, trace_id);
-        if sampled {
-            cx.vars.insert(Recording { attempts: Vec::new() });
-        }
         let debug = incoming.decision == Some(Decision::Debug);
         cx.trace = Some(TraceIds { trace_id, span_id: new_id(), parent_id, sampled, debug });
         Flow::Continue
@@ -344,22 +314,10 @@ impl Plugin for Tracing {
 
     async fn before_upstream(&self, cx: &mut RequestCtx, upstream: &mut http::request::Parts) -> Flow {
         let Some(t) = cx.trace else { return Flow::Continue };
+        // The proxy records the attempt (target, times, status); its span id is ours to give.
         let id = new_id();
-        if let Some(rec) = cx.vars.get_mut::<Recording>().filter(|_| t.sampled) {
-            let now = Instant::now();
-            if let Some(prev) = rec.attempts.last_mut().filter(|a| a.end.is_none()) {
-                (prev.end, prev.retried) = (Some(now), true);
-            }
-            let rewritten = upstream.uri.path() != cx.request.uri.path();
-            rec.attempts.push(Attempt {
-                id,
-                start: now,
-                end: None,
-                target: cx.upstream.clone(),
-                uri: rewritten.then(|| upstream.uri.clone()),
-                status: None,
-                retried: false,
-            });
+        if let Some(attempt) = cx.attempts.last_mut() {
+            attempt.span_id = id;
         }
         let decision = match (t.debug, t.sampled) {
             (true, _) => Decision::Debug,
@@ -374,24 +332,13 @@ impl Plugin for Tracing {
         Flow::Continue
     }
 
-    async fn on_response(&self, cx: &mut RequestCtx, response: &mut http::response::Parts) {
-        if !cx.trace.is_some_and(|t| t.sampled) {
-            return;
-        }
-        let Some(rec) = cx.vars.get_mut::<Recording>() else { return };
-        if let Some(last) = rec.attempts.last_mut().filter(|a| a.end.is_none()) {
-            (last.end, last.status) = (Some(Instant::now()), Some(response.status.as_u16()));
-        }
-    }
-
     fn on_log(&self, cx: &RequestCtx) {
         let Some(t) = cx.trace.filter(|t| t.sampled) else { return };
-        let Some(rec) = cx.vars.get::<Recording>() else { return };
         // Arrival on the wall clock, in µs since the epoch: the clock of every span of the request.
         let now = Instant::now();
         let arrived = SystemTime::now() - now.saturating_duration_since(cx.started);
         let start_us = arrived.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_micros() as u64);
-        self.spans(cx, &t, rec, start_us, now, |span| export::submit(&self.tx, span));
+        self.spans(cx, &t, start_us, now, |span| export::submit(&self.tx, span));
         // An aggregation route's backend calls recorded their attempts in contexts of their own.
         if let Some(calls) = cx.vars.get::<meshgate_core::Subcalls>() {
             self.subcall_spans(cx, &t, start_us, calls, |span| export::submit(&self.tx, span));
@@ -402,15 +349,7 @@ impl Plugin for Tracing {
 impl Tracing {
     /// The finished spans of a sampled request: the client spans, then the server span. Only
     /// values are copied here; formatting waits for the exporter's thread.
-    fn spans(
-        &self,
-        cx: &RequestCtx,
-        t: &TraceIds,
-        rec: &Recording,
-        start_us: u64,
-        now: Instant,
-        mut out: impl FnMut(Span),
-    ) {
+    fn spans(&self, cx: &RequestCtx, t: &TraceIds, start_us: u64, now: Instant, mut out: impl FnMut(Span)) {
         let at = |i: Instant| start_us + i.saturating_duration_since(cx.started).as_micros() as u64;
         let micros = |from: Instant, to: Instant| (to.saturating_duration_since(from).as_micros() as u64).max(1);
         let server = Span {
@@ -437,10 +376,10 @@ impl Tracing {
         // neither the route nor the tags, and every shared value copied is one more count to
         // raise and drop.
         let remote_service = cx.route.as_ref().map(|r| r.service.clone());
-        for a in &rec.attempts {
+        for a in cx.attempts.iter() {
             out(Span {
                 trace_id: t.trace_id,
-                id: a.id,
+                id: if a.span_id == 0 { new_id() } else { a.span_id },
                 parent_id: Some(t.span_id),
                 kind: Kind::Client,
                 route: None,
@@ -449,7 +388,7 @@ impl Tracing {
                 timestamp: at(a.start),
                 duration: micros(a.start, a.end.unwrap_or(now)),
                 local_service: self.service.clone(),
-                remote: a.target.clone(),
+                remote: Some(a.target.clone()),
                 remote_service: remote_service.clone(),
                 backend: None,
                 error: None,

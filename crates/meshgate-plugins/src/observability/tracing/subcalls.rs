@@ -5,7 +5,7 @@
 //! request's SERVER span like any attempt's; an attempt still open ends when its call did.
 
 use super::span::{Kind, Span};
-use super::{Recording, Tracing};
+use super::{Tracing, new_id};
 use meshgate_core::{RequestCtx, Subcalls, TraceIds};
 use std::time::Instant;
 
@@ -21,13 +21,12 @@ impl Tracing {
     ) {
         let at = |i: Instant| start_us + i.saturating_duration_since(cx.started).as_micros() as u64;
         for call in &calls.0 {
-            let Some(attempts) = call.vars.get::<Recording>() else { continue };
-            let last = attempts.attempts.len().saturating_sub(1);
-            for (k, a) in attempts.attempts.iter().enumerate() {
+            let last = call.attempts.len().saturating_sub(1);
+            for (k, a) in call.attempts.iter().enumerate() {
                 let end = a.end.unwrap_or(call.ended);
                 out(Span {
                     trace_id: t.trace_id,
-                    id: a.id,
+                    id: if a.span_id == 0 { new_id() } else { a.span_id },
                     parent_id: Some(t.span_id),
                     kind: Kind::Client,
                     route: cx.route.clone(),
@@ -36,7 +35,7 @@ impl Tracing {
                     timestamp: at(a.start),
                     duration: (end.saturating_duration_since(a.start).as_micros() as u64).max(1),
                     local_service: self.service.clone(),
-                    remote: a.target.clone(),
+                    remote: Some(a.target.clone()),
                     remote_service: Some(call.service.clone()),
                     backend: Some(call.name.clone()),
                     error: if k == last { call.error.clone() } else { None },
@@ -74,7 +73,10 @@ mod tests {
             let mut fork = request("/x", &[]);
             fork.vars = cx.vars.clone();
             fork.trace = cx.trace;
-            fork.upstream = Some(target.into());
+            super::super::tests::begin_attempt(&mut fork, target, &format!("/{name}/7"));
+            if let (Some(a), Some(s)) = (fork.attempts.last_mut(), status) {
+                a.status = Some(s);
+            }
             let mut parts = http::Request::builder().uri(format!("/{name}/7")).body(()).unwrap().into_parts().0;
             t.before_upstream(&mut fork, &mut parts).await;
             heads.push(parts.headers);
@@ -86,6 +88,7 @@ mod tests {
                 status,
                 error: error.map(str::to_owned),
                 ended: Instant::now(),
+                attempts: fork.attempts,
                 vars: fork.vars,
             });
         }

@@ -5,7 +5,7 @@ use crate::testing::{plugin, request};
 use meshgate_core::{ResponseInfo, RouteInfo};
 use serde_json::{Value, json};
 use std::sync::mpsc::{Receiver, channel};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// A tracer whose spans arrive, as Zipkin JSON, on the returned channel.
 pub(super) fn tracer(sampling: f64) -> (Tracing, Receiver<Value>) {
@@ -41,6 +41,25 @@ fn spans(rx: &Receiver<Value>, n: usize) -> Vec<Value> {
     assert!(rx.recv_timeout(Duration::from_millis(50)).is_err(), "no more than {n} spans");
     spans.sort_by_key(|s| s["kind"] != "SERVER");
     spans
+}
+
+/// What the proxy records before an attempt's `before_upstream`: the attempt (sent as `uri`),
+/// after ending the previous one, which is being retried.
+pub(super) fn begin_attempt(cx: &mut RequestCtx, target: &str, uri: &str) {
+    if let Some(prev) = cx.attempts.last_mut() {
+        prev.retried = true;
+        prev.end.get_or_insert(Instant::now());
+    }
+    cx.upstream = Some(target.into());
+    cx.attempts.push(meshgate_core::Attempt {
+        target: target.into(),
+        start: Instant::now(),
+        end: None,
+        status: None,
+        retried: false,
+        uri: Some(uri.parse().unwrap()),
+        span_id: 0,
+    });
 }
 
 /// The upstream request's head: the client's headers travel on in it, as the proxy sends them.
@@ -106,15 +125,19 @@ async fn spans_of_a_retried_request() {
     assert!(tc.sampled, "the caller's decision beats sampling: 0");
     let mut heads = Vec::new();
     for target in ["10.0.0.1:80", "10.0.0.2:80"] {
-        cx.upstream = Some(target.into());
+        begin_attempt(&mut cx, target, "/v1/items");
         let mut parts = upstream_parts(&cx);
         t.before_upstream(&mut cx, &mut parts).await;
         heads.push(parts.headers);
     }
-    let mut resp = http::Response::builder().status(502).body(()).unwrap().into_parts().0;
-    t.on_response(&mut cx, &mut resp).await;
-    cx.response =
-        Some(ResponseInfo { status: resp.status, body_bytes: 0, request_bytes: 0, upstream: cx.upstream.clone() });
+    let last = cx.attempts.last_mut().unwrap();
+    (last.end, last.status) = (Some(Instant::now()), Some(502));
+    cx.response = Some(ResponseInfo {
+        status: http::StatusCode::BAD_GATEWAY,
+        body_bytes: 0,
+        request_bytes: 0,
+        upstream: cx.upstream.clone(),
+    });
     t.on_log(&cx);
 
     let spans = spans(&rx, 3);
@@ -157,7 +180,7 @@ async fn unsampled_requests_propagate_and_record_nothing() {
     let mut cx = request("/", &[]);
     t.on_request(&mut cx).await;
     let tc = cx.trace.unwrap();
-    assert!(!tc.sampled && cx.vars.get::<Recording>().is_none() && tc.parent_id.is_none());
+    assert!(!tc.sampled && tc.parent_id.is_none());
     assert!(!tc.trace_id.short && tc.trace_id.value != 0, "a new 128-bit trace id");
     let mut parts = upstream_parts(&cx);
     t.before_upstream(&mut cx, &mut parts).await;
@@ -196,6 +219,7 @@ async fn debug_is_recorded_and_passed_on() {
     let (t, rx) = tracer(0.0);
     let mut cx = request("/", &[("b3", "a3ce929d0e0e4736-00f067aa0ba902b7-d")]);
     t.on_request(&mut cx).await;
+    begin_attempt(&mut cx, "10.0.0.1:80", "/");
     let mut parts = upstream_parts(&cx);
     t.before_upstream(&mut cx, &mut parts).await;
     let b3 = parts.headers["b3"].to_str().unwrap();
