@@ -137,8 +137,9 @@ pub struct Attempt {
     pub status: Option<u16>,
     /// Another attempt followed it.
     pub retried: bool,
-    /// The URI as sent upstream, when its path is not the request's (`strip_path`, rewrites).
-    pub uri: Option<http::Uri>,
+    /// The URI as sent upstream, when its path is not the request's (`strip_path`, rewrites);
+    /// boxed because it is rare and the context is moved whole between phases.
+    pub uri: Option<Box<http::Uri>>,
     /// The id a plugin gave it (the tracing plugin's client span id); 0 for none.
     pub span_id: u64,
 }

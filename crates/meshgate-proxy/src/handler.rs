@@ -185,7 +185,7 @@ pub(crate) async fn forward_upstream(
     *req.headers_mut() = headers;
     let template = replayable.then(|| (req.method().clone(), req.uri().clone(), req.headers().clone(), held));
     // Attempts name the upstream URI only when it is not the request's (logs and spans need it).
-    let rewritten = (req.uri().path() != cx.request.uri.path()).then(|| req.uri().clone());
+    let rewritten = (req.uri().path() != cx.request.uri.path()).then(|| Box::new(req.uri().clone()));
     let preserve = if route.preserve_host { client_host.as_ref() } else { None };
     if policy.attempts > 0 {
         policy.budget.record_request();

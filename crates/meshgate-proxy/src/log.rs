@@ -37,7 +37,8 @@ impl LogBody {
     }
 
     fn log(&mut self) {
-        let Some(mut cx) = self.cx.take() else { return };
+        // Logged where it lies: the context is large, and moving it out costs a copy.
+        let Some(cx) = self.cx.as_mut() else { return };
         if let Some(r) = cx.response.as_mut() {
             r.body_bytes = self.bytes;
             r.request_bytes = if cx.upstream.is_some() { self.received.get() } else { 0 };
@@ -45,8 +46,9 @@ impl LogBody {
         let route = self.route.and_then(|(i, b)| Some(self.snap.router.get(i)?.branch(b)));
         let chain = route.map_or(&self.snap.unmatched, |r| &r.chain);
         for p in chain.on_log.iter() {
-            p.on_log(&cx);
+            p.on_log(cx);
         }
+        self.cx = None;
     }
 }
 

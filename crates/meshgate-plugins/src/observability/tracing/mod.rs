@@ -384,7 +384,7 @@ impl Tracing {
                 kind: Kind::Client,
                 route: None,
                 method: cx.request.method.clone(),
-                uri: a.uri.clone().unwrap_or_else(|| cx.request.uri.clone()),
+                uri: a.uri.as_deref().unwrap_or(&cx.request.uri).clone(),
                 timestamp: at(a.start),
                 duration: micros(a.start, a.end.unwrap_or(now)),
                 local_service: self.service.clone(),

@@ -31,7 +31,7 @@ impl Tracing {
                     kind: Kind::Client,
                     route: cx.route.clone(),
                     method: call.method.clone(),
-                    uri: a.uri.clone().unwrap_or_else(|| cx.request.uri.clone()),
+                    uri: a.uri.as_deref().unwrap_or(&cx.request.uri).clone(),
                     timestamp: at(a.start),
                     duration: (end.saturating_duration_since(a.start).as_micros() as u64).max(1),
                     local_service: self.service.clone(),

@@ -57,7 +57,7 @@ pub(super) fn begin_attempt(cx: &mut RequestCtx, target: &str, uri: &str) {
         end: None,
         status: None,
         retried: false,
-        uri: Some(uri.parse().unwrap()),
+        uri: Some(Box::new(uri.parse().unwrap())),
         span_id: 0,
     });
 }
