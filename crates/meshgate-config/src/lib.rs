@@ -13,6 +13,7 @@ pub mod model;
 mod patterns;
 mod source;
 pub mod units;
+mod upstream;
 mod validate;
 
 pub use error::{ConfigError, ConfigErrors};
