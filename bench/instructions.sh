@@ -5,6 +5,12 @@
 #
 #   bash bench/instructions.sh            # builds release, prints instructions per request
 #   BENCH_SKIP_BUILD=1 bash bench/instructions.sh
+#   ROUTE=/observed bash bench/instructions.sh   # the route with an access log and tracing at 100 %
+#   ROUTE=/observed PLUGINS='[{name: access-log, config: {path: access.log}}]' bash bench/instructions.sh
+#
+# ROUTE picks the route measured: `/` (no plugins) or `/observed`, whose plugins are PLUGINS (a YAML
+# flow list; by default the benchmark's: access-log to a file, tracing at 100 % posting to the
+# upstream nginx, which answers /api/v2/spans with 202 like a collector).
 #
 # Method: meshgate (1 worker, one catch-all route) runs under callgrind in front of an nginx
 # upstream; h2load sends N1, then (in a second run) N2 requests over 10 HTTP/1.1 connections.
@@ -12,6 +18,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+ROUTE=${ROUTE:-/}
+PLUGINS=${PLUGINS:-"[{name: access-log, config: {path: access.log}}, {name: tracing, config: {sampling: 1.0, zipkin: {url: \"http://127.0.0.1:${PORT_UPSTREAM:-18090}/api/v2/spans\"}}}]"}
 N1=${N1:-2000}
 N2=${N2:-12000}
 PORT_UPSTREAM=${PORT_UPSTREAM:-18090}
@@ -40,7 +48,11 @@ http {
     client_body_temp_path $TMP/t1; proxy_temp_path $TMP/t2; fastcgi_temp_path $TMP/t3;
     uwsgi_temp_path $TMP/t4; scgi_temp_path $TMP/t5;
     access_log off; keepalive_requests 1000000;
-    server { listen 127.0.0.1:$PORT_UPSTREAM; location / { return 200 "$(printf '%0100d' 0)"; } }
+    server {
+        listen 127.0.0.1:$PORT_UPSTREAM;
+        location /api/v2/spans { return 202; }
+        location / { return 200 "$(printf '%0100d' 0)"; }
+    }
 }
 EOF
 nginx -p "$TMP" -c "$TMP/nginx.conf"
@@ -49,7 +61,9 @@ cat >"$TMP/meshgate.yaml" <<EOF
 runtime: { workers: 1, watch_config: false }
 listeners: [{ name: bench, address: "127.0.0.1:$PORT_MESHGATE" }]
 services: [{ name: upstream, url: "http://127.0.0.1:$PORT_UPSTREAM" }]
-routes: [{ name: all, service: upstream, paths: ["/"] }]
+routes:
+  - { name: all, service: upstream, paths: ["/"] }
+  - { name: observed, service: upstream, paths: ["/observed"], plugins: $PLUGINS }
 EOF
 
 # Prints the total instructions of one meshgate run that served $1 requests.
@@ -57,9 +71,10 @@ measure() {
     valgrind --tool=callgrind --callgrind-out-file="$TMP/cg.$1" "$BIN" run --config "$TMP/meshgate.yaml" \
         >"$TMP/meshgate.log" 2>&1 &
     local pid=$!
-    for _ in $(seq 100); do curl -s -o /dev/null "http://127.0.0.1:$PORT_MESHGATE/" && break; sleep 0.2; done
-    h2load --h1 -n "$1" -c 10 "http://127.0.0.1:$PORT_MESHGATE/" | grep -q "$1 succeeded" \
+    for _ in $(seq 100); do curl -s -o /dev/null "http://127.0.0.1:$PORT_MESHGATE$ROUTE" && break; sleep 0.2; done
+    h2load --h1 -n "$1" -c 10 "http://127.0.0.1:$PORT_MESHGATE$ROUTE" | grep -q "$1 succeeded" \
         || { echo "h2load: not every request succeeded" >&2; exit 1; }
+    sleep 1.5 # the log writer and the span exporter finish what waits (they wake every 50 ms / 1 s)
     kill -INT "$pid"
     wait "$pid" || true
     callgrind_annotate "$TMP/cg.$1" 2>/dev/null | awk '/PROGRAM TOTALS/ { gsub(",", "", $1); print $1 }'
@@ -67,4 +82,4 @@ measure() {
 
 ir1=$(measure "$N1")
 ir2=$(measure "$N2")
-echo "meshgate $(git rev-parse --short HEAD): $(( (ir2 - ir1) / (N2 - N1) )) instructions per request (user space; $N1 and $N2 requests: $ir1, $ir2)"
+echo "meshgate $(git rev-parse --short HEAD) $ROUTE: $(( (ir2 - ir1) / (N2 - N1) )) instructions per request (user space; $N1 and $N2 requests: $ir1, $ir2)"

@@ -182,6 +182,7 @@ impl PluginFactory for Factory {
             }
         };
         Ok(Built::Plugin(Arc::new(RateLimiting {
+            limits: windows.iter().map(|w| HeaderValue::from(w.limit)).collect(),
             windows,
             limit_by: c.limit_by,
             header,
@@ -207,6 +208,8 @@ impl PluginFactory for Factory {
 
 struct RateLimiting {
     windows: Vec<Window>,
+    /// Each window's limit as a `RateLimit-Limit` value, made once: it never changes.
+    limits: Vec<HeaderValue>,
     limit_by: LimitBy,
     header: Option<HeaderName>,
     /// Where the plugin is attached: counts are per attachment (`route:orders`, `global`).
@@ -229,26 +232,32 @@ static RATELIMIT_REMAINING: HeaderName = HeaderName::from_static("ratelimit-rema
 static RATELIMIT_RESET: HeaderName = HeaderName::from_static("ratelimit-reset");
 
 impl RateLimiting {
-    /// Who this request is counted as: `scope|kind:value`.
+    /// Who this request is counted as: `scope|kind:value`. Built in one buffer, without the
+    /// formatting machinery: every counted request makes one.
     fn key(&self, cx: &RequestCtx) -> String {
-        let ip = || format!("ip:{}", cx.client_addr.ip());
-        let id = match self.limit_by {
-            LimitBy::Consumer => cx.auth.as_ref().map_or_else(ip, |a| format!("consumer:{}", a.consumer.username)),
-            LimitBy::Credential => cx
-                .auth
-                .as_ref()
-                .and_then(|a| a.credential.as_ref())
-                .map_or_else(ip, |c| format!("credential:{}", String::from_utf8_lossy(c.as_bytes()))),
-            LimitBy::Ip => ip(),
-            LimitBy::Route => format!("route:{}", cx.route.as_ref().map_or("", |r| &r.name)),
-            LimitBy::Service => format!("service:{}", cx.route.as_ref().map_or("", |r| &r.service)),
-            LimitBy::Header => self
-                .header
-                .as_ref()
-                .and_then(|h| cx.request.headers.get(h))
-                .map_or_else(ip, |v| format!("header:{}", String::from_utf8_lossy(v.as_bytes()))),
+        let mut key = String::with_capacity(self.scope.len() + 64);
+        key.push_str(&self.scope);
+        key.push('|');
+        let (kind, value): (&str, std::borrow::Cow<'_, str>) = match self.limit_by {
+            LimitBy::Consumer => match &cx.auth {
+                Some(a) => ("consumer:", (&*a.consumer.username).into()),
+                None => return push_ip(key, cx.client_addr.ip()),
+            },
+            LimitBy::Credential => match cx.auth.as_ref().and_then(|a| a.credential.as_ref()) {
+                Some(c) => ("credential:", String::from_utf8_lossy(c.as_bytes())),
+                None => return push_ip(key, cx.client_addr.ip()),
+            },
+            LimitBy::Ip => return push_ip(key, cx.client_addr.ip()),
+            LimitBy::Route => ("route:", cx.route.as_ref().map_or("", |r| &r.name).into()),
+            LimitBy::Service => ("service:", cx.route.as_ref().map_or("", |r| &r.service).into()),
+            LimitBy::Header => match self.header.as_ref().and_then(|h| cx.request.headers.get(h)) {
+                Some(v) => ("header:", String::from_utf8_lossy(v.as_bytes())),
+                None => return push_ip(key, cx.client_addr.ip()),
+            },
         };
-        format!("{}|{id}", self.scope)
+        key.push_str(kind);
+        key.push_str(&value);
+        key
     }
 
     /// The window closest to its limit decides what the client is told.
@@ -261,12 +270,32 @@ impl RateLimiting {
             .expect("at least one window");
         let remaining = w.limit.saturating_sub(counts[i]);
         let headers = Headers {
-            limit: HeaderValue::from(w.limit),
+            limit: self.limits[i].clone(),
             remaining: HeaderValue::from(remaining),
             reset: HeaderValue::from(w.reset(now)),
         };
         (headers, w)
     }
+}
+
+/// `key` with `ip:{address}` appended.
+fn push_ip(mut key: String, ip: std::net::IpAddr) -> String {
+    key.push_str("ip:");
+    match ip {
+        std::net::IpAddr::V4(v4) => {
+            for (i, octet) in v4.octets().into_iter().enumerate() {
+                if i > 0 {
+                    key.push('.');
+                }
+                key.push_str(itoa::Buffer::new().format(octet));
+            }
+        }
+        std::net::IpAddr::V6(v6) => {
+            use std::fmt::Write;
+            let _ = write!(key, "{v6}");
+        }
+    }
+    key
 }
 
 fn now_secs() -> u64 {
@@ -357,6 +386,31 @@ mod tests {
         // Another tenant has its own count; no header falls back to the client IP.
         assert_eq!(status(&p, &[("x-tenant", "b")]).await.0, 200);
         assert_eq!(status(&p, &[]).await.0, 200);
+    }
+
+    #[test]
+    fn keys_keep_their_format() {
+        // Keys name counters in Redis, shared by every gateway node: their text must not change.
+        let limiter = |limit_by| RateLimiting {
+            windows: vec![Window { name: "second", seconds: 1, limit: 1 }],
+            limits: vec![HeaderValue::from(1u64)],
+            limit_by,
+            header: Some(HeaderName::from_static("x-tenant")),
+            scope: "route:orders".into(),
+            store: Arc::new(local::LocalStore::default()),
+            on_error: OnError::Allow,
+            hide_headers: false,
+        };
+        let mut cx = request("/", &[("x-tenant", "acme")]);
+        cx.client_addr = "10.0.255.7:4000".parse().unwrap();
+        cx.route = Some(meshgate_core::RouteInfo { name: "orders".into(), service: "shop".into() });
+        assert_eq!(limiter(LimitBy::Ip).key(&cx), "route:orders|ip:10.0.255.7");
+        assert_eq!(limiter(LimitBy::Header).key(&cx), "route:orders|header:acme");
+        assert_eq!(limiter(LimitBy::Route).key(&cx), "route:orders|route:orders");
+        assert_eq!(limiter(LimitBy::Service).key(&cx), "route:orders|service:shop");
+        assert_eq!(limiter(LimitBy::Consumer).key(&cx), "route:orders|ip:10.0.255.7", "no consumer: the IP");
+        cx.client_addr = "[2001:db8::1]:4000".parse().unwrap();
+        assert_eq!(limiter(LimitBy::Credential).key(&cx), "route:orders|ip:2001:db8::1");
     }
 
     #[test]
