@@ -199,7 +199,8 @@ routes:
 async fn a_two_hop_chain_keeps_one_trace() {
     let collector = Collector::start().await;
     let echo = Upstream::http("echo").await;
-    // An instrumented service: calls the gateway's route B with the trace headers it received.
+    // An instrumented service: calls the gateway's route B with the trace headers it received,
+    // those named in its query (`?copy=b3,traceparent`), as a service speaking those formats does.
     let relay = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let relay_addr = relay.local_addr().unwrap();
     let gateway: Arc<OnceLock<SocketAddr>> = Arc::new(OnceLock::new());
@@ -212,11 +213,10 @@ async fn a_two_hop_chain_keeps_one_trace() {
                 let svc = service_fn(move |req: Request<Incoming>| {
                     let gw = *gw.get().unwrap();
                     async move {
-                        let names = ["b3", "traceparent"];
-                        let copied: Vec<(&str, String)> = names
-                            .iter()
-                            .filter_map(|n| Some((*n, req.headers().get(*n)?.to_str().ok()?.to_owned())))
-                            .collect();
+                        let query = req.uri().query().unwrap_or_default();
+                        let names = query.strip_prefix("copy=").unwrap_or_default().split(',');
+                        let copied: Vec<(&str, String)> =
+                            names.filter_map(|n| Some((n, req.headers().get(n)?.to_str().ok()?.to_owned()))).collect();
                         let refs: Vec<(&str, &str)> = copied.iter().map(|(k, v)| (*k, v.as_str())).collect();
                         let inner = client::get_with(gw, "/b", &refs).await;
                         Ok::<_, Infallible>(Response::new(body::full(inner.body)))
@@ -236,28 +236,48 @@ plugins: [{plugin}]
         plugin = tracing_plugin(&collector.url(), "")
     )));
     gateway.set(gw.addr()).unwrap();
-    let resp = client::get(gw.addr(), "/a").await;
-    assert_eq!(resp.status, 200);
-    let b3 = resp.seen_header("b3").expect("the trace reached the end of the chain");
-    let b3: Vec<&str> = b3.split('-').collect();
-    let trace = b3[0].to_owned();
-    let spans = collector.trace(&trace, 4).await;
-    let find = |kind: &str, name: &str| {
-        spans.iter().find(|s| s["kind"] == kind && s["tags"]["meshgate.route"] == name).cloned().or_else(|| {
-            // Client spans carry no route tag: find them by parent.
-            let server = spans.iter().find(|s| s["kind"] == "SERVER" && s["name"] == name)?;
-            spans.iter().find(|s| s["kind"] == kind && s["parentId"] == server["id"]).cloned()
-        })
+
+    // Each chain: the trace's four spans hang together, and the last upstream was sent the
+    // trace and the span of hop 2's upstream call in `form`.
+    let chain = async |path: &str, sent: &[(&str, &str)], form: &str| {
+        let resp = client::get_with(gw.addr(), path, sent).await;
+        assert_eq!(resp.status, 200);
+        let (trace, span) = match form {
+            "b3" => {
+                let b3 = resp.seen_header("b3").expect("the trace reached the end of the chain");
+                let parts: Vec<String> = b3.split('-').map(str::to_owned).collect();
+                (parts[0].clone(), parts[1].clone())
+            }
+            "w3c" => {
+                let tp = resp.seen_header("traceparent").expect("the trace reached the end of the chain");
+                (tp[3..35].to_owned(), tp[36..52].to_owned())
+            }
+            _ => (resp.seen_header("x-b3-traceid").unwrap(), resp.seen_header("x-b3-spanid").unwrap()),
+        };
+        let spans = collector.trace(&trace, 4).await;
+        let server = |name: &str| spans.iter().find(|s| s["kind"] == "SERVER" && s["name"] == name).unwrap().clone();
+        let client_of = |server: &Value| spans.iter().find(|s| s["parentId"] == server["id"]).unwrap().clone();
+        let (server_a, server_b) = (server("a"), server("b"));
+        let (client_a, client_b) = (client_of(&server_a), client_of(&server_b));
+        assert_eq!(server_b["parentId"], client_a["id"], "hop 2 hangs under hop 1's upstream call ({form})");
+        assert_eq!(client_b["kind"], "CLIENT");
+        assert_eq!(client_b["id"].as_str(), Some(span.as_str()));
+        assert!(spans.iter().all(|s| s["traceId"] == trace.as_str()), "one trace id ({form})");
+        (resp, server_a)
     };
-    let (server_a, client_a) = (find("SERVER", "a").unwrap(), find("CLIENT", "a").unwrap());
-    let (server_b, client_b) = (find("SERVER", "b").unwrap(), find("CLIENT", "b").unwrap());
+    // A new trace: both default forms go through both hops.
+    let (resp, server_a) = chain("/a?copy=b3,traceparent", &[], "b3").await;
     assert!(server_a.get("parentId").is_none(), "hop 1 starts the trace");
-    assert_eq!(server_b["parentId"], client_a["id"], "hop 2 hangs under hop 1's upstream call");
-    assert_eq!(client_b["parentId"], server_b["id"]);
-    assert_eq!(Some(b3[1]), client_b["id"].as_str());
-    let tp = resp.seen_header("traceparent").expect("both forms came to hop 2: both go on");
-    assert_eq!(tp, format!("00-{trace}-{}-01", b3[1]));
-    assert!(spans.iter().all(|s| s["traceId"] == trace.as_str()));
+    assert!(resp.seen_header("traceparent").is_some(), "both forms came to hop 2: both go on");
+    // W3C only, end to end.
+    let (resp, _) = chain("/a?copy=traceparent", &[], "w3c").await;
+    assert_eq!(resp.seen_header("b3"), None, "hop 2 got traceparent alone and sends it alone");
+    // B3's headers, from the caller to the end.
+    let trace = "463ac35c9f6413ad48485a3953bb6124";
+    let sent = [("x-b3-traceid", trace), ("x-b3-spanid", PARENT), ("x-b3-sampled", "1")];
+    let (resp, server_a) = chain("/a?copy=x-b3-traceid,x-b3-spanid,x-b3-sampled", &sent, "multi").await;
+    assert_eq!((server_a["traceId"].as_str(), server_a["parentId"].as_str()), (Some(trace), Some(PARENT)));
+    assert_eq!(resp.seen_header("x-b3-sampled").as_deref(), Some("1"));
     relay_task.abort();
 }
 
