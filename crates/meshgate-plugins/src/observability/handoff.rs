@@ -72,6 +72,16 @@ impl<T> Batch<'_, T> {
     pub fn pop(&self) -> Option<T> {
         self.queue.pop()
     }
+
+    /// How many items wait now.
+    pub fn len(&self) -> usize {
+        self.queue.len()
+    }
+
+    /// Whether nothing waits now.
+    pub fn is_empty(&self) -> bool {
+        self.queue.is_empty()
+    }
 }
 
 /// Running consumers by name (an output path, a collector URL), shared by every plugin instance

@@ -325,9 +325,8 @@ pub fn inject(headers: &mut HeaderMap, write: Forms, stale: Forms, out: Outgoing
             (&X_B3_SAMPLED, &X_B3_FLAGS, if sampled { "1" } else { "0" })
         };
         headers.insert(set.clone(), HeaderValue::from_static(value));
-        if stale.has(Forms::B3) {
-            headers.remove(other);
-        }
+        // The caller's may have come with both (flags and a sampled state): ours has one.
+        headers.remove(other);
     } else if stale.has(Forms::B3) {
         for name in [&X_B3_TRACEID, &X_B3_SPANID, &X_B3_PARENTSPANID, &X_B3_SAMPLED, &X_B3_FLAGS] {
             headers.remove(name);
@@ -519,7 +518,7 @@ mod tests {
         assert_eq!(h["traceparent"], format!("00-0000000000000000{T16}-0000000000001234-00"));
         assert_eq!(h["tracestate"], "k=v", "passed on as it came");
         assert!(h.get("x-b3-flags").is_none());
-        inject(&mut h, all, Forms::B3, out(Decision::Debug));
+        inject(&mut h, all, Forms::NONE, out(Decision::Debug));
         assert_eq!((h.get("x-b3-sampled"), &h["x-b3-flags"]), (None, &HeaderValue::from_static("1")));
         assert!(h["b3"].to_str().unwrap().contains("-d-"));
         assert!(h["traceparent"].to_str().unwrap().ends_with("-01"));

@@ -88,7 +88,6 @@ struct Poster {
     rt: tokio::runtime::Runtime,
     client: Client<HttpsConnector<HttpConnector>, Full<Bytes>>,
     settings: Settings,
-    batch: Vec<Span>,
     encoder: span::Encoder,
 }
 
@@ -96,36 +95,38 @@ impl Poster {
     fn new(url: Uri, https: HttpsConnector<HttpConnector>, settings: Settings) -> std::io::Result<Poster> {
         let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
         let client = rt.block_on(async { Client::builder(TokioExecutor::new()).build(https) });
-        let batch = Vec::with_capacity(settings.batch_size.min(1024));
-        Ok(Poster { url, rt, client, settings, batch, encoder: span::Encoder::default() })
+        Ok(Poster { url, rt, client, settings, encoder: span::Encoder::default() })
     }
 
     /// Posts what waits, `batch_size` spans at a time. Called every `flush_interval`, and as
-    /// soon as a batch is full.
+    /// soon as a batch is full. Spans are encoded as they are taken from the queue, not
+    /// gathered first: a span is a few hundred bytes, and every copy of it showed.
     fn drain(&mut self, waiting: &Batch<'_, Span>) {
+        let size = self.settings.batch_size;
         loop {
-            while self.batch.len() < self.settings.batch_size {
-                match waiting.pop() {
-                    Some(span) => self.batch.push(span),
-                    None => break,
+            let mut body = Vec::with_capacity(waiting.len().min(size) * 640 + 2);
+            body.push(b'[');
+            let mut n = 0;
+            while n < size {
+                let Some(span) = waiting.pop() else { break };
+                if n > 0 {
+                    body.push(b',');
                 }
+                self.encoder.span(&span, &mut body);
+                n += 1;
             }
-            if self.batch.is_empty() {
+            if n == 0 {
                 return;
             }
-            let full = self.batch.len() == self.settings.batch_size;
-            self.post();
-            if !full {
+            body.push(b']');
+            self.post(body, n as u64);
+            if n < size {
                 return;
             }
         }
     }
 
-    fn post(&mut self) {
-        let n = self.batch.len() as u64;
-        let mut body = Vec::with_capacity(self.batch.len() * 640);
-        self.encoder.batch(&self.batch, &mut body);
-        self.batch.clear();
+    fn post(&mut self, body: Vec<u8>, n: u64) {
         let req = Request::builder()
             .method(Method::POST)
             .uri(self.url.clone())

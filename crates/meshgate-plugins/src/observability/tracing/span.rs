@@ -151,18 +151,6 @@ impl Shared {
 }
 
 impl Encoder {
-    /// Spans as the JSON array `POST /api/v2/spans` takes.
-    pub fn batch(&mut self, spans: &[Span], out: &mut Vec<u8>) {
-        out.push(b'[');
-        for (i, s) in spans.iter().enumerate() {
-            if i > 0 {
-                out.push(b',');
-            }
-            self.span(s, out);
-        }
-        out.push(b']');
-    }
-
     /// One span as a Zipkin v2 JSON object.
     pub fn span(&mut self, s: &Span, out: &mut Vec<u8>) {
         out.extend_from_slice(b"{\"traceId\":\"");
@@ -353,7 +341,15 @@ mod tests {
         let custom = Span { method: http::Method::from_bytes(b"PURGE").unwrap(), ..other.clone() };
         let renamed = Span { route: Some(RouteInfo { name: "b".into(), service: "S2".into() }), ..server.clone() };
         let spans = [span.clone(), server.clone(), span.clone(), other, custom, renamed, server];
-        Encoder::default().batch(&spans, &mut batch);
+        let mut encoder = Encoder::default();
+        batch.push(b'[');
+        for (i, s) in spans.iter().enumerate() {
+            if i > 0 {
+                batch.push(b',');
+            }
+            encoder.span(s, &mut batch);
+        }
+        batch.push(b']');
         let v: Value = serde_json::from_slice(&batch).unwrap();
         let v = v.as_array().unwrap();
         assert_eq!(v.len(), 7);

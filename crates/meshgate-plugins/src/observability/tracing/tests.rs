@@ -215,6 +215,30 @@ fn inject_plans() {
 }
 
 #[tokio::test]
+async fn b3_headers_are_rewritten_whole() {
+    // The caller sent debug flags and a sampled state; what goes on is ours: flags alone.
+    let (t, _rx) = tracer(0.0);
+    let mut cx = request(
+        "/",
+        &[
+            ("x-b3-traceid", "a3ce929d0e0e4736"),
+            ("x-b3-spanid", "00f067aa0ba902b7"),
+            ("x-b3-sampled", "1"),
+            ("x-b3-flags", "1"),
+        ],
+    );
+    t.on_request(&mut cx).await;
+    begin_attempt(&mut cx, "10.0.0.1:80", "/");
+    let mut parts = upstream_parts(&cx);
+    t.before_upstream(&mut cx, &mut parts).await;
+    let h = &parts.headers;
+    assert_eq!((h.get("x-b3-sampled"), &h["x-b3-flags"]), (None, &http::HeaderValue::from_static("1")));
+    assert_eq!(h["x-b3-traceid"], "a3ce929d0e0e4736");
+    assert_eq!(h["x-b3-parentspanid"], format!("{:016x}", cx.trace.unwrap().span_id).as_str());
+    assert!(h.get("b3").is_none() && h.get("traceparent").is_none(), "no form added");
+}
+
+#[tokio::test]
 async fn debug_is_recorded_and_passed_on() {
     let (t, rx) = tracer(0.0);
     let mut cx = request("/", &[("b3", "a3ce929d0e0e4736-00f067aa0ba902b7-d")]);
