@@ -163,6 +163,11 @@ impl Attempts {
     }
 
     /// The latest attempt.
+    pub fn last(&self) -> Option<&Attempt> {
+        self.more.last().or(self.first.as_ref())
+    }
+
+    /// The latest attempt.
     pub fn last_mut(&mut self) -> Option<&mut Attempt> {
         self.more.last_mut().or(self.first.as_mut())
     }
@@ -220,8 +225,6 @@ pub struct Subcall {
     pub service: Arc<str>,
     /// The method it sent.
     pub method: http::Method,
-    /// The target of its last attempt, if one was chosen.
-    pub upstream: Option<Arc<str>>,
     /// The status its answer came with, if one came.
     pub status: Option<u16>,
     /// Why it is missing from the merged answer (`timed out`, `answered 500`, …); `None` when it
@@ -248,8 +251,6 @@ pub struct ResponseInfo {
     pub body_bytes: u64,
     /// Request body bytes read from the client and forwarded (0 when none was forwarded).
     pub request_bytes: u64,
-    /// The upstream target that answered, if one did.
-    pub upstream: Option<Arc<str>>,
 }
 
 /// A request body limit for this request, smaller than the global `limits.max_body_bytes`.
@@ -275,8 +276,6 @@ pub struct RequestCtx {
     pub client_cert: Option<Arc<ClientCert>>,
     /// Who the caller is, once authentication has said so.
     pub auth: Option<Authenticated>,
-    /// The upstream target chosen for this attempt, from `before_upstream` on.
-    pub upstream: Option<Arc<str>>,
     /// How long the answering upstream took to send its response head (the last attempt).
     pub upstream_time: Option<std::time::Duration>,
     /// Set before the log phase.
@@ -292,6 +291,11 @@ pub struct RequestCtx {
 }
 
 impl RequestCtx {
+    /// The target of the latest upstream attempt, from `before_upstream` on.
+    pub fn upstream(&self) -> Option<&Arc<str>> {
+        self.attempts.last().map(|a| &a.target)
+    }
+
     /// A context for a request that just arrived.
     pub fn new(request: http::request::Parts, client_addr: SocketAddr, tls: bool) -> Self {
         RequestCtx {
@@ -301,7 +305,6 @@ impl RequestCtx {
             route: None,
             client_cert: None,
             auth: None,
-            upstream: None,
             upstream_time: None,
             response: None,
             started: Instant::now(),

@@ -64,7 +64,7 @@ pub trait Plugin: Send + Sync + 'static {
         Flow::Continue
     }
 
-    /// Change the request about to be sent upstream (`cx.upstream` names the target), or answer
+    /// Change the request about to be sent upstream (`cx.upstream()` names the target), or answer
     /// it directly.
     async fn before_upstream(&self, _cx: &mut RequestCtx, _upstream: &mut http::request::Parts) -> Flow {
         Flow::Continue

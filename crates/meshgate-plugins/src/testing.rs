@@ -41,6 +41,24 @@ pub fn request(uri: &str, headers: &[(&str, &str)]) -> RequestCtx {
     RequestCtx::new(parts, "127.0.0.1:5000".parse().unwrap(), false)
 }
 
+/// What the proxy records before an attempt's `before_upstream`: the attempt (sent as `uri`),
+/// after ending the previous one, which is being retried.
+pub fn begin_attempt(cx: &mut RequestCtx, target: &str, uri: &str) {
+    if let Some(prev) = cx.attempts.last_mut() {
+        prev.retried = true;
+        prev.end.get_or_insert(std::time::Instant::now());
+    }
+    cx.attempts.push(meshgate_core::Attempt {
+        target: target.into(),
+        start: std::time::Instant::now(),
+        end: None,
+        status: None,
+        retried: false,
+        uri: Some(Box::new(uri.parse().unwrap())),
+        span_id: 0,
+    });
+}
+
 /// Consumers `(username, credential)`, each with one credential of `kind`, located as
 /// `consumers[i].credentials.<kind>[0]`.
 pub fn consumers(kind: &str, entries: &[(&str, serde_json::Value)]) -> Consumers {

@@ -129,11 +129,11 @@ pub(crate) async fn response(
         }
         Read::Trailers(rest) => Response::from_parts(parts, rest),
         Read::Failed(e) if !e.is::<ReadTimedOut>() => {
-            let target = cx.upstream.as_deref().unwrap_or("upstream");
+            let target = cx.upstream().map_or("upstream", |t| &**t);
             ErrorKind::UpstreamUnavailable.response(&format!("upstream {target}: response body: {e}"))
         }
         Read::Failed(_) | Read::IdleTimeout => {
-            let target = cx.upstream.as_deref().unwrap_or("upstream");
+            let target = cx.upstream().map_or("upstream", |t| &**t);
             ErrorKind::UpstreamTimeout.response(&format!("upstream {target} stopped sending its response body"))
         }
     }

@@ -220,7 +220,6 @@ pub(crate) async fn forward_upstream(
         last_response = None;
         let index = pick.index();
         let target = &svc.targets[index];
-        cx.upstream = Some(target.address.clone());
         forward::aim(req.headers_mut(), target, preserve);
         let mut sent = std::time::Instant::now();
         cx.attempts.push(Attempt {
@@ -349,7 +348,7 @@ async fn finish(
         // The gateway's own answer, complete: counted now. The request's body counts only if
         // it was being forwarded.
         let sent = http_body::Body::size_hint(resp.body()).exact().unwrap_or(0);
-        stats.add_bytes(if cx.upstream.is_some() { received.get() } else { 0 }, sent);
+        stats.add_bytes(if cx.attempts.is_empty() { 0 } else { received.get() }, sent);
     }
     let chain: &Chain = route.map_or(&snap.unmatched, |(_, _, r)| &r.chain);
     if chain.on_response.is_empty() && chain.on_log.is_empty() {
@@ -362,8 +361,7 @@ async fn finish(
     let body = if chain.on_log.is_empty() {
         body
     } else {
-        cx.response =
-            Some(ResponseInfo { status: parts.status, body_bytes: 0, request_bytes: 0, upstream: cx.upstream.clone() });
+        cx.response = Some(ResponseInfo { status: parts.status, body_bytes: 0, request_bytes: 0 });
         let at = route.map(|(i, b, _)| (i, b));
         ProxyBody::boxed(crate::log::LogBody::new(body, cx, snap.clone(), at, received.clone()))
     };

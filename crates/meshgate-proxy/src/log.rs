@@ -41,7 +41,7 @@ impl LogBody {
         let Some(cx) = self.cx.as_mut() else { return };
         if let Some(r) = cx.response.as_mut() {
             r.body_bytes = self.bytes;
-            r.request_bytes = if cx.upstream.is_some() { self.received.get() } else { 0 };
+            r.request_bytes = if cx.attempts.is_empty() { 0 } else { self.received.get() };
         }
         let route = self.route.and_then(|(i, b)| Some(self.snap.router.get(i)?.branch(b)));
         let chain = route.map_or(&self.snap.unmatched, |r| &r.chain);

@@ -148,7 +148,7 @@ impl Field {
                     line.ms(self, d)
                 }
             }
-            Field::Upstream => line.shared(self, Slot::Upstream, cx.upstream.as_ref()),
+            Field::Upstream => line.shared(self, Slot::Upstream, cx.upstream()),
             Field::RequestId => line.opt_str(self, cx.vars.get::<RequestId>().and_then(|id| id.0.to_str().ok())),
             Field::TraceId => {
                 if let Some(t) = cx.trace {
@@ -413,14 +413,9 @@ mod tests {
         use meshgate_core::{ResponseInfo, RouteInfo, TraceId};
         let mut cx = crate::testing::request("/items/a%22b?key=secret", &[]);
         cx.route = Some(RouteInfo { name: "items \"v2\"".into(), service: "inventory".into() });
-        cx.upstream = Some("10.0.0.7:8080".into());
+        crate::testing::begin_attempt(&mut cx, "10.0.0.7:8080", "/items/a%22b");
         cx.upstream_time = Some(Duration::from_micros(1_234));
-        cx.response = Some(ResponseInfo {
-            status: http::StatusCode::CREATED,
-            body_bytes: 42,
-            request_bytes: 7,
-            upstream: cx.upstream.clone(),
-        });
+        cx.response = Some(ResponseInfo { status: http::StatusCode::CREATED, body_bytes: 42, request_bytes: 7 });
         cx.trace = Some(TraceIds {
             trace_id: TraceId { value: 0xabc, short: true },
             span_id: 1,

@@ -1,18 +1,11 @@
 //! Header operations, the same on requests and responses.
 
-use super::Value;
 use super::template::Scope;
+use super::{Ops, Value};
 use http::{HeaderMap, HeaderName, HeaderValue};
 
 /// The header operations of a transformer, in the order they run.
-#[derive(Default)]
-pub(crate) struct HeaderOps {
-    pub(crate) remove: Vec<HeaderName>,
-    pub(crate) rename: Vec<(HeaderName, HeaderName)>,
-    pub(crate) replace: Vec<(HeaderName, Value<HeaderValue>)>,
-    pub(crate) add: Vec<(HeaderName, Value<HeaderValue>)>,
-    pub(crate) append: Vec<(HeaderName, Value<HeaderValue>)>,
-}
+pub(crate) type HeaderOps = Ops<HeaderName, HeaderValue>;
 
 impl Value<HeaderValue> {
     /// The value for this request; `None` when a template names something the request lacks or
@@ -26,15 +19,6 @@ impl Value<HeaderValue> {
 }
 
 impl HeaderOps {
-    /// Whether there is nothing to do.
-    pub(crate) fn is_empty(&self) -> bool {
-        self.remove.is_empty()
-            && self.rename.is_empty()
-            && self.replace.is_empty()
-            && self.add.is_empty()
-            && self.append.is_empty()
-    }
-
     /// Applies every operation: remove, rename (the values move, replacing any under the new
     /// name), replace (only headers that are there), add (only headers that are not), append.
     pub(crate) fn apply(&self, h: &mut HeaderMap, scope: &Scope<'_>) {

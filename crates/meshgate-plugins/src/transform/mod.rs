@@ -30,6 +30,33 @@ use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use template::{Scope, Sources, Template};
 
+/// The operations on a set of named values (headers, query arguments), in the order they run:
+/// names `K` and values `V`.
+pub(crate) struct Ops<K, V> {
+    pub(crate) remove: Vec<K>,
+    pub(crate) rename: Vec<(K, K)>,
+    pub(crate) replace: Vec<(K, Value<V>)>,
+    pub(crate) add: Vec<(K, Value<V>)>,
+    pub(crate) append: Vec<(K, Value<V>)>,
+}
+
+impl<K, V> Default for Ops<K, V> {
+    fn default() -> Self {
+        Ops { remove: Vec::new(), rename: Vec::new(), replace: Vec::new(), add: Vec::new(), append: Vec::new() }
+    }
+}
+
+impl<K, V> Ops<K, V> {
+    /// Whether there is nothing to do.
+    pub(crate) fn is_empty(&self) -> bool {
+        self.remove.is_empty()
+            && self.rename.is_empty()
+            && self.replace.is_empty()
+            && self.add.is_empty()
+            && self.append.is_empty()
+    }
+}
+
 /// A configured value: fixed, or a template rendered per request.
 pub(crate) enum Value<T> {
     /// The same for every request.

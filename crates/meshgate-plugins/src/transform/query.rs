@@ -2,7 +2,7 @@
 //! arguments no operation touches keep their exact bytes, and new or changed ones are
 //! percent-encoded.
 
-use super::Value;
+use super::Ops;
 use super::template::Scope;
 use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, percent_decode_str, utf8_percent_encode};
 use std::borrow::Cow;
@@ -41,26 +41,10 @@ fn encoded(name: &str, value: &str) -> String {
     format!("{}={}", utf8_percent_encode(name, ENCODE), utf8_percent_encode(value, ENCODE))
 }
 
-/// The query operations of a request-transformer, in the order they run.
-#[derive(Default)]
-pub(crate) struct QueryOps {
-    pub(crate) remove: Vec<String>,
-    pub(crate) rename: Vec<(String, String)>,
-    pub(crate) replace: Vec<(String, Value<String>)>,
-    pub(crate) add: Vec<(String, Value<String>)>,
-    pub(crate) append: Vec<(String, Value<String>)>,
-}
+/// The query argument operations of a request transformer, in the order they run.
+pub(crate) type QueryOps = Ops<String, String>;
 
 impl QueryOps {
-    /// Whether there is nothing to do.
-    pub(crate) fn is_empty(&self) -> bool {
-        self.remove.is_empty()
-            && self.rename.is_empty()
-            && self.replace.is_empty()
-            && self.add.is_empty()
-            && self.append.is_empty()
-    }
-
     /// The query after the operations, or `None` when nothing changed.
     pub(crate) fn apply(&self, query: &str, scope: &Scope<'_>) -> Option<String> {
         let mut args: Vec<Arg<'_>> = query
@@ -133,6 +117,7 @@ pub(crate) fn with_query(uri: &http::Uri, query: &str) -> Option<http::Uri> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::transform::Value;
     use crate::transform::template::{Sources, Template};
 
     fn value(s: &str) -> Value<String> {

@@ -163,7 +163,6 @@ pub(crate) async fn run(
             name: b.name.clone(),
             service: b.route.service.name.clone(),
             method: b.method.clone(),
-            upstream: fork.upstream,
             status: slot.status.get(),
             error,
             ended: slot.ended.get().unwrap_or(now),

@@ -73,7 +73,7 @@ mod tests {
             let mut fork = request("/x", &[]);
             fork.vars = cx.vars.clone();
             fork.trace = cx.trace;
-            super::super::tests::begin_attempt(&mut fork, target, &format!("/{name}/7"));
+            crate::testing::begin_attempt(&mut fork, target, &format!("/{name}/7"));
             if let (Some(a), Some(s)) = (fork.attempts.last_mut(), status) {
                 a.status = Some(s);
             }
@@ -84,7 +84,6 @@ mod tests {
                 name: name.into(),
                 service: if name == "user" { "Users".into() } else { "Orders".into() },
                 method: http::Method::GET,
-                upstream: fork.upstream.clone(),
                 status,
                 error: error.map(str::to_owned),
                 ended: Instant::now(),

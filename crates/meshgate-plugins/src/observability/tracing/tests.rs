@@ -43,25 +43,6 @@ fn spans(rx: &Receiver<Value>, n: usize) -> Vec<Value> {
     spans
 }
 
-/// What the proxy records before an attempt's `before_upstream`: the attempt (sent as `uri`),
-/// after ending the previous one, which is being retried.
-pub(super) fn begin_attempt(cx: &mut RequestCtx, target: &str, uri: &str) {
-    if let Some(prev) = cx.attempts.last_mut() {
-        prev.retried = true;
-        prev.end.get_or_insert(Instant::now());
-    }
-    cx.upstream = Some(target.into());
-    cx.attempts.push(meshgate_core::Attempt {
-        target: target.into(),
-        start: Instant::now(),
-        end: None,
-        status: None,
-        retried: false,
-        uri: Some(Box::new(uri.parse().unwrap())),
-        span_id: 0,
-    });
-}
-
 /// The upstream request's head: the client's headers travel on in it, as the proxy sends them.
 fn upstream_parts(cx: &RequestCtx) -> http::request::Parts {
     let mut parts = http::Request::builder().uri("/v1/items").body(()).unwrap().into_parts().0;
@@ -125,19 +106,14 @@ async fn spans_of_a_retried_request() {
     assert!(tc.sampled, "the caller's decision beats sampling: 0");
     let mut heads = Vec::new();
     for target in ["10.0.0.1:80", "10.0.0.2:80"] {
-        begin_attempt(&mut cx, target, "/v1/items");
+        crate::testing::begin_attempt(&mut cx, target, "/v1/items");
         let mut parts = upstream_parts(&cx);
         t.before_upstream(&mut cx, &mut parts).await;
         heads.push(parts.headers);
     }
     let last = cx.attempts.last_mut().unwrap();
     (last.end, last.status) = (Some(Instant::now()), Some(502));
-    cx.response = Some(ResponseInfo {
-        status: http::StatusCode::BAD_GATEWAY,
-        body_bytes: 0,
-        request_bytes: 0,
-        upstream: cx.upstream.clone(),
-    });
+    cx.response = Some(ResponseInfo { status: http::StatusCode::BAD_GATEWAY, body_bytes: 0, request_bytes: 0 });
     t.on_log(&cx);
 
     let spans = spans(&rx, 3);
@@ -228,7 +204,7 @@ async fn b3_headers_are_rewritten_whole() {
         ],
     );
     t.on_request(&mut cx).await;
-    begin_attempt(&mut cx, "10.0.0.1:80", "/");
+    crate::testing::begin_attempt(&mut cx, "10.0.0.1:80", "/");
     let mut parts = upstream_parts(&cx);
     t.before_upstream(&mut cx, &mut parts).await;
     let h = &parts.headers;
@@ -243,7 +219,7 @@ async fn debug_is_recorded_and_passed_on() {
     let (t, rx) = tracer(0.0);
     let mut cx = request("/", &[("b3", "a3ce929d0e0e4736-00f067aa0ba902b7-d")]);
     t.on_request(&mut cx).await;
-    begin_attempt(&mut cx, "10.0.0.1:80", "/");
+    crate::testing::begin_attempt(&mut cx, "10.0.0.1:80", "/");
     let mut parts = upstream_parts(&cx);
     t.before_upstream(&mut cx, &mut parts).await;
     let b3 = parts.headers["b3"].to_str().unwrap();
