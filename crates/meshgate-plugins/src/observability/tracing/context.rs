@@ -8,6 +8,7 @@
 //! writing the outgoing header values allocates, which propagation cannot avoid.
 
 use crate::observability::json::{hex_digits, hex16};
+use bytes::{Bytes, BytesMut};
 use http::{HeaderMap, HeaderName, HeaderValue};
 use serde::Deserialize;
 
@@ -310,15 +311,21 @@ pub struct Outgoing {
 /// Writes the context for the next hop in the forms `write`, and removes the forms `stale` (read
 /// from the request, not rewritten: they name the caller's span, not ours). Debug is B3's
 /// `X-B3-Flags: 1`, which implies sampled, so `X-B3-Sampled` is left out then, as B3 asks.
-/// One allocation per header value.
+/// Every value written shares one allocation.
 pub fn inject(headers: &mut HeaderMap, write: Forms, stale: Forms, out: Outgoing) {
     let sampled = out.decision != Decision::Deny;
     let trace_digits = if out.trace.short { 16 } else { 32 };
+    // The trace id goes into every form: written as hex once. W3C ids are 128-bit: there a
+    // 64-bit B3 trace id keeps the zeros on its left.
+    let full = hex_digits(out.trace.value);
+    let trace = &full[32 - trace_digits..];
+    let (span, parent) = (hex16(out.span), hex16(out.parent));
+    let mut text = Text::with_capacity(write, trace.len());
     if write.has(Forms::B3) {
         headers.reserve(4);
-        headers.insert(X_B3_TRACEID.clone(), Text::new().hex(out.trace.value, trace_digits).value());
-        headers.insert(X_B3_SPANID.clone(), Text::new().hex(out.span.into(), 16).value());
-        headers.insert(X_B3_PARENTSPANID.clone(), Text::new().hex(out.parent.into(), 16).value());
+        headers.insert(X_B3_TRACEID.clone(), text.lit(trace).value());
+        headers.insert(X_B3_SPANID.clone(), text.lit(&span).value());
+        headers.insert(X_B3_PARENTSPANID.clone(), text.lit(&parent).value());
         let (set, other, value) = if out.decision == Decision::Debug {
             (&X_B3_FLAGS, &X_B3_SAMPLED, "1")
         } else {
@@ -338,43 +345,64 @@ pub fn inject(headers: &mut HeaderMap, write: Forms, stale: Forms, out: Outgoing
             Decision::Sample => b"-1-",
             Decision::Deny => b"-0-",
         };
-        let mut text = Text::new();
-        text.hex(out.trace.value, trace_digits).lit(b"-").hex(out.span.into(), 16);
-        headers.insert(B3.clone(), text.lit(flag).hex(out.parent.into(), 16).value());
+        text.lit(trace).lit(b"-").lit(&span).lit(flag).lit(&parent);
+        headers.insert(B3.clone(), text.value());
     } else if stale.has(Forms::B3_SINGLE) {
         headers.remove(&B3);
     }
     if write.has(Forms::W3C) {
-        let mut text = Text::new();
-        text.lit(b"00-").hex(out.trace.value, 32).lit(b"-").hex(out.span.into(), 16);
+        text.lit(b"00-").lit(&full).lit(b"-").lit(&span);
         headers.insert(TRACEPARENT.clone(), text.lit(if sampled { b"-01" } else { b"-00" }).value());
     } else if stale.has(Forms::W3C) {
         headers.remove(&TRACEPARENT);
     }
 }
 
-/// A header value built on the stack from hex numbers and separators.
+/// Header values built from hex digits and separators, one after another in one buffer: each
+/// value is a slice of it, so a request's values cost one allocation, and copies of them (the
+/// upstream request kept for a retry) only a reference count.
 struct Text {
-    buf: [u8; 80],
-    len: usize,
+    buf: BytesMut,
 }
 
 impl Text {
-    fn new() -> Text {
-        Text { buf: [0; 80], len: 0 }
+    /// Room for the values of `forms` with a trace id of `trace` digits.
+    fn with_capacity(forms: Forms, trace: usize) -> Text {
+        let mut n = 0;
+        if forms.has(Forms::B3) {
+            n += trace + 32;
+        }
+        if forms.has(Forms::B3_SINGLE) {
+            n += trace + 36;
+        }
+        if forms.has(Forms::W3C) {
+            n += 55;
+        }
+        Text { buf: BytesMut::with_capacity(n) }
     }
-    /// `v` in `digits` lower-hex digits (16 or 32).
-    fn hex(&mut self, v: u128, digits: usize) -> &mut Text {
-        if digits == 32 { self.lit(&hex_digits(v)) } else { self.lit(&hex16(v as u64)) }
-    }
+    /// Appends `s` (hex digits and separators only) to the value being written.
     fn lit(&mut self, s: &[u8]) -> &mut Text {
-        self.buf[self.len..self.len + s.len()].copy_from_slice(s);
-        self.len += s.len();
+        self.buf.extend_from_slice(s);
         self
     }
-    fn value(&self) -> HeaderValue {
-        HeaderValue::from_bytes(&self.buf[..self.len]).expect("hex is a valid header value")
+    /// The value written since the last one.
+    fn value(&mut self) -> HeaderValue {
+        hex_value(self.buf.split().freeze())
     }
+}
+
+/// A header value of lower-hex digits and separators (`-`), taken as it is.
+///
+/// `HeaderValue`'s checked constructors test every byte, which cost more than the rest of
+/// writing the context (it is about 120 bytes per request); these bytes are ASCII letters,
+/// digits and dashes by construction, all of them valid in a header value. Debug builds (and so
+/// the tests) still check them, in `from_maybe_shared_unchecked` and here.
+#[allow(unsafe_code)]
+fn hex_value(b: Bytes) -> HeaderValue {
+    debug_assert!(b.iter().all(|c| c.is_ascii_alphanumeric() || *c == b'-'), "{b:?}");
+    // SAFETY: every byte is an ASCII letter, digit or dash (see above), valid in a header value
+    // and valid UTF-8, which is what the unchecked constructor requires.
+    unsafe { HeaderValue::from_maybe_shared_unchecked(b) }
 }
 
 #[cfg(test)]
