@@ -7,12 +7,18 @@ use std::net::IpAddr;
 
 /// A JSON string; serde_json escapes it when it has anything to escape.
 pub fn string(out: &mut Vec<u8>, s: &str) {
-    if needs_escape(s.as_bytes()) {
-        let _ = serde_json::to_writer(&mut *out, s);
+    utf8_string(out, s.as_bytes());
+}
+
+/// [`string`] for text kept as bytes that were a `str`: checked as UTF-8 only when it needs
+/// escaping (checking every string cost more than copying it).
+pub fn utf8_string(out: &mut Vec<u8>, s: &[u8]) {
+    if needs_escape(s) {
+        let _ = serde_json::to_writer(&mut *out, &String::from_utf8_lossy(s));
     } else {
         out.reserve(s.len() + 2);
         out.push(b'"');
-        out.extend_from_slice(s.as_bytes());
+        out.extend_from_slice(s);
         out.push(b'"');
     }
 }

@@ -26,7 +26,7 @@ use meshgate_core::{
     async_trait, parse_config,
 };
 use serde::Deserialize;
-use span::{Kind, Span};
+use span::{Kind, Path, Span};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
@@ -359,7 +359,7 @@ impl Tracing {
             kind: Kind::Server,
             route: cx.route.clone(),
             method: cx.request.method.clone(),
-            uri: cx.request.uri.clone(),
+            path: Path::of(&cx.request.uri),
             timestamp: start_us,
             duration: micros(cx.started, now),
             local_service: self.service.clone(),
@@ -384,7 +384,7 @@ impl Tracing {
                 kind: Kind::Client,
                 route: None,
                 method: cx.request.method.clone(),
-                uri: a.uri.as_deref().unwrap_or(&cx.request.uri).clone(),
+                path: Path::of(a.uri.as_deref().unwrap_or(&cx.request.uri)),
                 timestamp: at(a.start),
                 duration: micros(a.start, a.end.unwrap_or(now)),
                 local_service: self.service.clone(),

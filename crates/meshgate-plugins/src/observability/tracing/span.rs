@@ -8,6 +8,7 @@
 
 use crate::observability::json::{self, hex, number, string};
 use meshgate_core::{RouteInfo, TraceId};
+use smallvec::SmallVec;
 use std::sync::Arc;
 
 /// A finished span.
@@ -25,8 +26,8 @@ pub struct Span {
     pub route: Option<RouteInfo>,
     /// The request's method.
     pub method: http::Method,
-    /// The path as received (server) or as sent upstream (client); the query is never written.
-    pub uri: http::Uri,
+    /// The path as received (server) or as sent upstream (client); never the query.
+    pub path: Path,
     /// Start, in microseconds since the Unix epoch.
     pub timestamp: u64,
     /// Microseconds, at least 1.
@@ -49,6 +50,25 @@ pub struct Span {
     pub status: Option<u16>,
     /// A client span whose attempt was followed by another (`error: retried`).
     pub retried: bool,
+}
+
+/// A span's `http.path`, copied out of the request into the span (on the heap only past 64
+/// bytes). Holding a clone of the request's URI instead kept the connection's whole read buffer
+/// alive until the exporter dropped the span: the connection had to take a new buffer for every
+/// request, and the exporter's thread freed the old ones.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Path(SmallVec<[u8; 64]>);
+
+impl Path {
+    /// The path of `uri`.
+    pub fn of(uri: &http::Uri) -> Path {
+        Path(SmallVec::from_slice(uri.path().as_bytes()))
+    }
+
+    /// The path's bytes, UTF-8.
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.0
+    }
 }
 
 /// A span's kind, as Zipkin names it.
@@ -176,7 +196,7 @@ impl Encoder {
         }
         out.extend_from_slice(kept.as_ref().map_or(&[], |k| &k.json));
         out.extend_from_slice(b",\"http.path\":");
-        string(out, s.uri.path());
+        json::utf8_string(out, s.path.as_bytes());
         if let Some(status) = s.status {
             out.extend_from_slice(b",\"http.status_code\":\"");
             number(out, status.into());
@@ -273,7 +293,7 @@ mod tests {
             kind: Kind::Client,
             route: Some(route),
             method: http::Method::GET,
-            uri: "/v1/orders?secret=1".parse().unwrap(),
+            path: Path::of(&"/v1/orders?secret=1".parse().unwrap()),
             timestamp: 1_764_134_400_000_000,
             duration: 1500,
             local_service: "meshgate".into(),

@@ -4,7 +4,7 @@
 //! trace, with span ids of their own sent to the backend. Their spans are children of the
 //! request's SERVER span like any attempt's; an attempt still open ends when its call did.
 
-use super::span::{Kind, Span};
+use super::span::{Kind, Path, Span};
 use super::{Tracing, new_id};
 use meshgate_core::{RequestCtx, Subcalls, TraceIds};
 use std::time::Instant;
@@ -31,7 +31,7 @@ impl Tracing {
                     kind: Kind::Client,
                     route: cx.route.clone(),
                     method: call.method.clone(),
-                    uri: a.uri.as_deref().unwrap_or(&cx.request.uri).clone(),
+                    path: Path::of(a.uri.as_deref().unwrap_or(&cx.request.uri)),
                     timestamp: at(a.start),
                     duration: (end.saturating_duration_since(a.start).as_micros() as u64).max(1),
                     local_service: self.service.clone(),
