@@ -655,11 +655,11 @@ describe() {
     meshgate) echo "meshgate, 10 routes (catch-all \`/\`)" ;;
     meshgate-10k) echo "meshgate, $BIG_ROUTES routes (catch-all \`/\`)" ;;
     meshgate-10k-mid) echo "meshgate, $BIG_ROUTES routes (mid-table \`$MID_HOST$MID_PATH\`)" ;;
-    meshgate-noauth-key) echo "meshgate + auth routes, `/plain` (catch-all) without auth, sent an \`apikey\` header" ;;
+    meshgate-noauth-key) echo "meshgate + auth routes, \`/plain\` (catch-all) without auth, sent an \`apikey\` header" ;;
     meshgate-key-auth) echo "meshgate + auth routes, \`/key\` with key-auth (1,000 consumers)" ;;
-    meshgate-noauth-jwt) echo "meshgate + auth routes, `/plain` (catch-all) without auth, sent the RS256 token" ;;
+    meshgate-noauth-jwt) echo "meshgate + auth routes, \`/plain\` (catch-all) without auth, sent the RS256 token" ;;
     meshgate-jwt) echo "meshgate + auth routes, \`/jwt\` with jwt (RS256)" ;;
-    meshgate-noplugin) echo "meshgate + plugin routes, `/plain` (catch-all) without plugins" ;;
+    meshgate-noplugin) echo "meshgate + plugin routes, \`/plain\` (catch-all) without plugins" ;;
     meshgate-rl-local) echo "meshgate + plugin routes, \`/rl-local\`: rate-limiting, local" ;;
     meshgate-rl-redis) echo "meshgate + plugin routes, \`/rl-redis\`: rate-limiting, Redis" ;;
     meshgate-observed) echo "meshgate + plugin routes, \`/observed\`: access log + tracing 100 % (metrics always on)" ;;
