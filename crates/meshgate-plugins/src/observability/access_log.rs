@@ -105,23 +105,23 @@ impl Field {
     ];
 
     /// `,"name":`, the field's key as written after another member (the first drops the comma).
-    fn key(self) -> &'static [u8] {
+    fn key(self) -> &'static Key {
         match self {
-            Field::Time => b",\"time\":",
-            Field::Route => b",\"route\":",
-            Field::Service => b",\"service\":",
-            Field::Consumer => b",\"consumer\":",
-            Field::ClientIp => b",\"client_ip\":",
-            Field::Method => b",\"method\":",
-            Field::Path => b",\"path\":",
-            Field::Status => b",\"status\":",
-            Field::RequestBytes => b",\"request_bytes\":",
-            Field::ResponseBytes => b",\"response_bytes\":",
-            Field::DurationMs => b",\"duration_ms\":",
-            Field::UpstreamMs => b",\"upstream_ms\":",
-            Field::Upstream => b",\"upstream\":",
-            Field::RequestId => b",\"request_id\":",
-            Field::TraceId => b",\"trace_id\":",
+            Field::Time => &const { Key::new(b",\"time\":") },
+            Field::Route => &const { Key::new(b",\"route\":") },
+            Field::Service => &const { Key::new(b",\"service\":") },
+            Field::Consumer => &const { Key::new(b",\"consumer\":") },
+            Field::ClientIp => &const { Key::new(b",\"client_ip\":") },
+            Field::Method => &const { Key::new(b",\"method\":") },
+            Field::Path => &const { Key::new(b",\"path\":") },
+            Field::Status => &const { Key::new(b",\"status\":") },
+            Field::RequestBytes => &const { Key::new(b",\"request_bytes\":") },
+            Field::ResponseBytes => &const { Key::new(b",\"response_bytes\":") },
+            Field::DurationMs => &const { Key::new(b",\"duration_ms\":") },
+            Field::UpstreamMs => &const { Key::new(b",\"upstream_ms\":") },
+            Field::Upstream => &const { Key::new(b",\"upstream\":") },
+            Field::RequestId => &const { Key::new(b",\"request_id\":") },
+            Field::TraceId => &const { Key::new(b",\"trace_id\":") },
         }
     }
 
@@ -162,6 +162,24 @@ impl Field {
     }
 }
 
+/// A field's key, `,"name":`, padded to a fixed size.
+struct Key {
+    padded: [u8; 32],
+    len: usize,
+}
+
+impl Key {
+    const fn new(key: &[u8]) -> Key {
+        let mut padded = [0; 32];
+        let mut i = 0;
+        while i < key.len() {
+            padded[i] = key[i];
+            i += 1;
+        }
+        Key { padded, len: key.len() }
+    }
+}
+
 /// A JSON object being written, one member at a time.
 struct Line {
     buf: Vec<u8>,
@@ -188,11 +206,13 @@ impl Line {
     #[inline]
     fn key(&mut self, f: Field) {
         let key = f.key();
-        if self.buf.is_empty() {
-            self.buf.push(b'{');
-            self.buf.extend_from_slice(&key[1..]);
-        } else {
-            self.buf.extend_from_slice(key);
+        let at = self.buf.len();
+        // All 32 bytes, then the key's length kept: a copy of a known size is a few moves, one
+        // of a varying size a call (and keys are most of a line's writes).
+        self.buf.extend_from_slice(&key.padded);
+        self.buf.truncate(at + key.len);
+        if at == 0 {
+            self.buf[0] = b'{';
         }
     }
     fn str(&mut self, f: Field, v: &str) {
