@@ -288,6 +288,10 @@ pub struct RequestCtx {
     pub attempts: Attempts,
     /// Per-request values plugins hand from one phase to the next, keyed by type.
     pub vars: http::Extensions,
+    /// Headers set on the response, whoever answers (the upstream, a plugin, the gateway), just
+    /// before the `on_response` phase (whose plugins see them): a plugin that knows them early
+    /// (`RateLimit-*`) needs no `on_response` phase and no hand-off through `vars`.
+    pub response_headers: Vec<(http::HeaderName, http::HeaderValue)>,
 }
 
 impl RequestCtx {
@@ -311,6 +315,7 @@ impl RequestCtx {
             trace: None,
             attempts: Attempts::default(),
             vars: http::Extensions::new(),
+            response_headers: Vec::new(),
         }
     }
 }

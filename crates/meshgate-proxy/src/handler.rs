@@ -330,8 +330,9 @@ fn content_length(headers: &http::HeaderMap) -> Option<u64> {
     headers.get(header::CONTENT_LENGTH)?.to_str().ok()?.parse().ok()
 }
 
-/// Runs `on_response` and arranges `on_log`, for upstream answers and the gateway's own alike;
-/// counts the request. `streamed` says the body is an upstream's that counts its own bytes.
+/// Sets the headers plugins asked for, runs `on_response` and arranges `on_log`, for upstream
+/// answers and the gateway's own alike; counts the request. `streamed` says the body is an
+/// upstream's that counts its own bytes.
 /// `route` is the matched route's index, branch (for split routes) and the branch itself, `None`
 /// for requests answered before routing.
 async fn finish(
@@ -351,10 +352,13 @@ async fn finish(
         stats.add_bytes(if cx.attempts.is_empty() { 0 } else { received.get() }, sent);
     }
     let chain: &Chain = route.map_or(&snap.unmatched, |(_, _, r)| &r.chain);
-    if chain.on_response.is_empty() && chain.on_log.is_empty() {
+    if chain.on_response.is_empty() && chain.on_log.is_empty() && cx.response_headers.is_empty() {
         return resp;
     }
     let (mut parts, body) = resp.into_parts();
+    for (name, value) in cx.response_headers.drain(..) {
+        parts.headers.insert(name, value);
+    }
     for p in chain.on_response.iter() {
         p.on_response(&mut cx, &mut parts).await;
     }

@@ -38,7 +38,7 @@ impl Store for LocalStore {
             None => self.counts.entry(key.into()).or_insert([(0, 0); MAX_WINDOWS]),
         };
         // A window that has moved on starts again from zero.
-        let mut counts = Vec::with_capacity(windows.len());
+        let mut counts = smallvec::SmallVec::new();
         for (w, (idx, count)) in windows.iter().zip(slot.iter_mut()) {
             if *idx != w.index(now) {
                 *idx = w.index(now);
@@ -70,15 +70,15 @@ mod tests {
         let s = LocalStore::default();
         let w = windows();
         let now = 1_000_000 * 86_400; // the start of a day and of an hour
-        assert_eq!(s.hit("k", &w, now).await.unwrap(), Verdict { admitted: true, counts: vec![1, 1] });
-        assert_eq!(s.hit("k", &w, now + 1).await.unwrap(), Verdict { admitted: true, counts: vec![2, 2] });
+        assert_eq!(s.hit("k", &w, now).await.unwrap(), Verdict { admitted: true, counts: smallvec::smallvec![1, 1] });
+        assert_eq!(s.hit("k", &w, now + 1).await.unwrap(), Verdict { admitted: true, counts: smallvec::smallvec![2, 2] });
         // The hour is full; refusals use up nothing.
         for _ in 0..3 {
-            assert_eq!(s.hit("k", &w, now + 2).await.unwrap(), Verdict { admitted: false, counts: vec![2, 2] });
+            assert_eq!(s.hit("k", &w, now + 2).await.unwrap(), Verdict { admitted: false, counts: smallvec::smallvec![2, 2] });
         }
         // Next hour: room again in the hour, one left in the day.
-        assert_eq!(s.hit("k", &w, now + 3600).await.unwrap(), Verdict { admitted: true, counts: vec![1, 3] });
-        assert_eq!(s.hit("k", &w, now + 3601).await.unwrap(), Verdict { admitted: false, counts: vec![1, 3] });
+        assert_eq!(s.hit("k", &w, now + 3600).await.unwrap(), Verdict { admitted: true, counts: smallvec::smallvec![1, 3] });
+        assert_eq!(s.hit("k", &w, now + 3601).await.unwrap(), Verdict { admitted: false, counts: smallvec::smallvec![1, 3] });
         // Other keys are counted apart.
         assert!(s.hit("other", &w, now + 3601).await.unwrap().admitted);
         // Stale keys are swept.

@@ -20,6 +20,7 @@ use meshgate_core::{
     async_trait, json_error, parse_config,
 };
 use serde::Deserialize;
+use smallvec::SmallVec;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -129,7 +130,8 @@ impl Window {
 #[derive(Debug, PartialEq, Eq)]
 pub(crate) struct Verdict {
     pub(crate) admitted: bool,
-    pub(crate) counts: Vec<u64>,
+    /// One count per window (four at most: no allocation).
+    pub(crate) counts: SmallVec<[u64; 4]>,
 }
 
 /// Where counts live.
@@ -219,8 +221,7 @@ struct RateLimiting {
     hide_headers: bool,
 }
 
-/// `RateLimit-*` values computed on the way in, sent on the way out.
-#[derive(Clone)]
+/// The `RateLimit-*` values for a request.
 struct Headers {
     limit: HeaderValue,
     remaining: HeaderValue,
@@ -305,7 +306,9 @@ fn now_secs() -> u64 {
 #[async_trait]
 impl Plugin for RateLimiting {
     fn phases(&self) -> Phases {
-        Phases::ON_REQUEST | Phases::ON_RESPONSE
+        // The `RateLimit-*` headers of an admitted request go in `cx.response_headers`: no
+        // `on_response` phase.
+        Phases::ON_REQUEST
     }
 
     async fn on_request(&self, cx: &mut RequestCtx) -> Flow {
@@ -325,7 +328,11 @@ impl Plugin for RateLimiting {
         let (headers, window) = self.headers(&verdict.counts, now);
         if verdict.admitted {
             if !self.hide_headers {
-                cx.vars.insert(headers);
+                let Headers { limit, remaining, reset } = headers;
+                cx.response_headers.reserve(3);
+                cx.response_headers.push((RATELIMIT_LIMIT.clone(), limit));
+                cx.response_headers.push((RATELIMIT_REMAINING.clone(), remaining));
+                cx.response_headers.push((RATELIMIT_RESET.clone(), reset));
             }
             return Flow::Continue;
         }
@@ -339,11 +346,6 @@ impl Plugin for RateLimiting {
         Flow::Respond(resp)
     }
 
-    async fn on_response(&self, cx: &mut RequestCtx, response: &mut http::response::Parts) {
-        if let Some(h) = cx.vars.remove::<Headers>() {
-            set_headers(&mut response.headers, h);
-        }
-    }
 }
 
 fn set_headers(map: &mut http::HeaderMap, h: Headers) {
@@ -362,9 +364,8 @@ mod tests {
         let mut cx = request("/", headers);
         match p.on_request(&mut cx).await {
             Flow::Continue => {
-                let (mut parts, ()) = http::Response::new(()).into_parts();
-                p.on_response(&mut cx, &mut parts).await;
-                (200, parts.headers.get("ratelimit-remaining").map(|v| v.to_str().unwrap().to_owned()))
+                let remaining = cx.response_headers.iter().find(|(n, _)| n == "ratelimit-remaining");
+                (200, remaining.map(|(_, v)| v.to_str().unwrap().to_owned()))
             }
             Flow::Respond(r) => {
                 (r.status().as_u16(), r.headers().get("retry-after").map(|v| v.to_str().unwrap().into()))

@@ -115,7 +115,7 @@ impl Store for RedisStore {
             .map_err(|e| format!("Redis: {e}"))?;
         match reply.split_first() {
             Some((admitted, counts)) if counts.len() == windows.len() => {
-                Ok(Verdict { admitted: *admitted == 1, counts: counts.to_vec() })
+                Ok(Verdict { admitted: *admitted == 1, counts: counts.into() })
             }
             _ => Err(format!("unexpected reply from the rate-limit script: {reply:?}")),
         }
@@ -137,11 +137,11 @@ mod tests {
         let s = store(&prefix);
         let w = [Window { name: "hour", seconds: 3600, limit: 2 }, Window { name: "day", seconds: 86_400, limit: 3 }];
         let now = 1_000_000 * 86_400;
-        assert_eq!(s.hit("k", &w, now).await.unwrap(), Verdict { admitted: true, counts: vec![1, 1] });
-        assert_eq!(s.hit("k", &w, now).await.unwrap(), Verdict { admitted: true, counts: vec![2, 2] });
-        assert_eq!(s.hit("k", &w, now).await.unwrap(), Verdict { admitted: false, counts: vec![2, 2] });
-        assert_eq!(s.hit("k", &w, now + 3600).await.unwrap(), Verdict { admitted: true, counts: vec![1, 3] });
-        assert_eq!(s.hit("k", &w, now + 3600).await.unwrap(), Verdict { admitted: false, counts: vec![1, 3] });
+        assert_eq!(s.hit("k", &w, now).await.unwrap(), Verdict { admitted: true, counts: smallvec::smallvec![1, 1] });
+        assert_eq!(s.hit("k", &w, now).await.unwrap(), Verdict { admitted: true, counts: smallvec::smallvec![2, 2] });
+        assert_eq!(s.hit("k", &w, now).await.unwrap(), Verdict { admitted: false, counts: smallvec::smallvec![2, 2] });
+        assert_eq!(s.hit("k", &w, now + 3600).await.unwrap(), Verdict { admitted: true, counts: smallvec::smallvec![1, 3] });
+        assert_eq!(s.hit("k", &w, now + 3600).await.unwrap(), Verdict { admitted: false, counts: smallvec::smallvec![1, 3] });
     }
 
     #[tokio::test]
