@@ -60,6 +60,7 @@ impl Store for LocalStore {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use smallvec::smallvec;
 
     fn windows() -> [Window; 2] {
         [Window { name: "hour", seconds: 3600, limit: 2 }, Window { name: "day", seconds: 86_400, limit: 3 }]
@@ -70,15 +71,15 @@ mod tests {
         let s = LocalStore::default();
         let w = windows();
         let now = 1_000_000 * 86_400; // the start of a day and of an hour
-        assert_eq!(s.hit("k", &w, now).await.unwrap(), Verdict { admitted: true, counts: smallvec::smallvec![1, 1] });
-        assert_eq!(s.hit("k", &w, now + 1).await.unwrap(), Verdict { admitted: true, counts: smallvec::smallvec![2, 2] });
+        assert_eq!(s.hit("k", &w, now).await.unwrap(), Verdict { admitted: true, counts: smallvec![1, 1] });
+        assert_eq!(s.hit("k", &w, now + 1).await.unwrap(), Verdict { admitted: true, counts: smallvec![2, 2] });
         // The hour is full; refusals use up nothing.
         for _ in 0..3 {
-            assert_eq!(s.hit("k", &w, now + 2).await.unwrap(), Verdict { admitted: false, counts: smallvec::smallvec![2, 2] });
+            assert_eq!(s.hit("k", &w, now + 2).await.unwrap(), Verdict { admitted: false, counts: smallvec![2, 2] });
         }
         // Next hour: room again in the hour, one left in the day.
-        assert_eq!(s.hit("k", &w, now + 3600).await.unwrap(), Verdict { admitted: true, counts: smallvec::smallvec![1, 3] });
-        assert_eq!(s.hit("k", &w, now + 3601).await.unwrap(), Verdict { admitted: false, counts: smallvec::smallvec![1, 3] });
+        assert_eq!(s.hit("k", &w, now + 3600).await.unwrap(), Verdict { admitted: true, counts: smallvec![1, 3] });
+        assert_eq!(s.hit("k", &w, now + 3601).await.unwrap(), Verdict { admitted: false, counts: smallvec![1, 3] });
         // Other keys are counted apart.
         assert!(s.hit("other", &w, now + 3601).await.unwrap().admitted);
         // Stale keys are swept.

@@ -345,7 +345,6 @@ impl Plugin for RateLimiting {
         }
         Flow::Respond(resp)
     }
-
 }
 
 fn set_headers(map: &mut http::HeaderMap, h: Headers) {

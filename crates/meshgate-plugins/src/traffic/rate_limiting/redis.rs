@@ -125,6 +125,7 @@ impl Store for RedisStore {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use smallvec::smallvec;
 
     /// The machine's Redis (CI and dev machines run one on 127.0.0.1:6379).
     fn store(prefix: &str) -> RedisStore {
@@ -137,11 +138,11 @@ mod tests {
         let s = store(&prefix);
         let w = [Window { name: "hour", seconds: 3600, limit: 2 }, Window { name: "day", seconds: 86_400, limit: 3 }];
         let now = 1_000_000 * 86_400;
-        assert_eq!(s.hit("k", &w, now).await.unwrap(), Verdict { admitted: true, counts: smallvec::smallvec![1, 1] });
-        assert_eq!(s.hit("k", &w, now).await.unwrap(), Verdict { admitted: true, counts: smallvec::smallvec![2, 2] });
-        assert_eq!(s.hit("k", &w, now).await.unwrap(), Verdict { admitted: false, counts: smallvec::smallvec![2, 2] });
-        assert_eq!(s.hit("k", &w, now + 3600).await.unwrap(), Verdict { admitted: true, counts: smallvec::smallvec![1, 3] });
-        assert_eq!(s.hit("k", &w, now + 3600).await.unwrap(), Verdict { admitted: false, counts: smallvec::smallvec![1, 3] });
+        assert_eq!(s.hit("k", &w, now).await.unwrap(), Verdict { admitted: true, counts: smallvec![1, 1] });
+        assert_eq!(s.hit("k", &w, now).await.unwrap(), Verdict { admitted: true, counts: smallvec![2, 2] });
+        assert_eq!(s.hit("k", &w, now).await.unwrap(), Verdict { admitted: false, counts: smallvec![2, 2] });
+        assert_eq!(s.hit("k", &w, now + 3600).await.unwrap(), Verdict { admitted: true, counts: smallvec![1, 3] });
+        assert_eq!(s.hit("k", &w, now + 3600).await.unwrap(), Verdict { admitted: false, counts: smallvec![1, 3] });
     }
 
     #[tokio::test]
