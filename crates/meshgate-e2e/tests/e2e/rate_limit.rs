@@ -22,6 +22,12 @@ routes:
       - {{name: key-auth, config: {{anonymous: guest}}}}
       - {{name: rate-limiting, config: {{hour: 3, day: 100, limit_by: consumer}}}}
   - {{name: free, service: s, paths: ["/free"]}}
+  - name: chaos
+    service: s
+    paths: ["/chaos"]
+    plugins:
+      - {{name: rate-limiting, config: {{hour: 10, limit_by: ip}}}}
+      - {{name: fault-injection, config: {{abort: {{percentage: 100, status: 503, body: chaos}}}}}}
 consumers:
   - {{username: alice, credentials: {{key-auth: [{{key: ka}}]}}}}
   - {{username: bob, credentials: {{key-auth: [{{key: kb}}]}}}}
@@ -49,6 +55,10 @@ consumers:
     for _ in 0..5 {
         assert_eq!(client::get(addr, "/free").await.status, 200);
     }
+    // The headers go on whatever answers the counted request: here a later plugin's own 503.
+    let resp = client::get(addr, "/chaos").await;
+    assert_eq!(resp.status, 503);
+    assert_eq!(resp.header("ratelimit-remaining"), Some("9"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
