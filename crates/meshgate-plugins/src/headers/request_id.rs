@@ -52,7 +52,8 @@ struct RequestId {
 #[async_trait]
 impl Plugin for RequestId {
     fn phases(&self) -> Phases {
-        if self.echo { Phases::ON_REQUEST | Phases::ON_RESPONSE } else { Phases::ON_REQUEST }
+        // The echoed id goes in `cx.response_headers`: no `on_response` phase.
+        Phases::ON_REQUEST
     }
 
     async fn on_request(&self, cx: &mut RequestCtx) -> Flow {
@@ -62,15 +63,12 @@ impl Plugin for RequestId {
             _ => new_id(),
         };
         cx.request.headers.insert(self.header.clone(), id.clone());
-        // Kept for the response (when echoed) and for access logs.
+        if self.echo {
+            cx.response_headers.push((self.header.clone(), id.clone()));
+        }
+        // Kept for access logs.
         cx.vars.insert(meshgate_core::RequestId(id));
         Flow::Continue
-    }
-
-    async fn on_response(&self, cx: &mut RequestCtx, response: &mut http::response::Parts) {
-        if let Some(meshgate_core::RequestId(id)) = cx.vars.get::<meshgate_core::RequestId>().filter(|_| self.echo) {
-            response.headers.insert(self.header.clone(), id.clone());
-        }
     }
 }
 
@@ -120,10 +118,12 @@ mod tests {
         assert!(matches!(p.on_request(&mut cx).await, Flow::Continue));
         let id = cx.request.headers.get("x-request-id").unwrap().clone();
         assert_eq!(id.len(), 36);
-        let (mut resp, _) = http::Response::new(()).into_parts();
-        p.on_response(&mut cx, &mut resp).await;
-        assert_eq!(resp.headers.get("x-request-id"), Some(&id));
+        assert_eq!(cx.response_headers, [(http::HeaderName::from_static("x-request-id"), id.clone())], "echoed");
         assert_ne!(new_id(), new_id());
+        let quiet = crate::testing::plugin(&Factory, serde_json::json!({"echo_downstream": false})).unwrap();
+        let mut cx = ctx(&[]);
+        quiet.on_request(&mut cx).await;
+        assert!(cx.request.headers.contains_key("x-request-id") && cx.response_headers.is_empty());
     }
 
     #[tokio::test]
