@@ -326,31 +326,24 @@ impl Plugin for RateLimiting {
             }
         };
         let (headers, window) = self.headers(&verdict.counts, now);
+        let retry_after = headers.reset.clone();
+        if !self.hide_headers {
+            // Set by the proxy on whatever answers: the upstream's response, or the 429 below.
+            let Headers { limit, remaining, reset } = headers;
+            cx.response_headers.reserve(3);
+            cx.response_headers.push((RATELIMIT_LIMIT.clone(), limit));
+            cx.response_headers.push((RATELIMIT_REMAINING.clone(), remaining));
+            cx.response_headers.push((RATELIMIT_RESET.clone(), reset));
+        }
         if verdict.admitted {
-            if !self.hide_headers {
-                let Headers { limit, remaining, reset } = headers;
-                cx.response_headers.reserve(3);
-                cx.response_headers.push((RATELIMIT_LIMIT.clone(), limit));
-                cx.response_headers.push((RATELIMIT_REMAINING.clone(), remaining));
-                cx.response_headers.push((RATELIMIT_RESET.clone(), reset));
-            }
             return Flow::Continue;
         }
         REJECTED.fetch_add(1, Ordering::Relaxed);
         let msg = format!("rate limit exceeded: {} requests per {}", window.limit, window.name);
         let mut resp: Response<_> = json_error(StatusCode::TOO_MANY_REQUESTS, "rate_limited", &msg);
-        resp.headers_mut().insert(RETRY_AFTER, headers.reset.clone());
-        if !self.hide_headers {
-            set_headers(resp.headers_mut(), headers);
-        }
+        resp.headers_mut().insert(RETRY_AFTER, retry_after);
         Flow::Respond(resp)
     }
-}
-
-fn set_headers(map: &mut http::HeaderMap, h: Headers) {
-    map.insert(RATELIMIT_LIMIT.clone(), h.limit);
-    map.insert(RATELIMIT_REMAINING.clone(), h.remaining);
-    map.insert(RATELIMIT_RESET.clone(), h.reset);
 }
 
 #[cfg(test)]
