@@ -1,13 +1,14 @@
 //! Zipkin v2 export, off the request path.
 //!
-//! A finished span is pushed onto a bounded lock-free queue ([`handoff`]) and nothing else: JSON
-//! encoding, batching and the HTTP POST happen on a thread per collector URL, which wakes every
-//! `flush_interval` or as soon as `batch_size` spans wait. When the queue is full, spans are
-//! dropped and counted; a failed POST drops its batch and counts an error. Every instance naming
+//! A request's finished spans (one [`Record`]) are pushed onto a bounded lock-free queue
+//! ([`handoff`]) and nothing else: JSON encoding, batching and the HTTP POST happen on a thread
+//! per collector URL, which wakes every `flush_interval` or as soon as `batch_size` records
+//! wait. When the queue is full, the record's spans are dropped and counted; a failed POST drops
+//! its batch and counts an error. Every instance naming
 //! the same URL shares the thread (the first one's batch settings apply), so a reload does not
 //! start another; a reload that removes the last one ends it.
 
-use super::span::{self, Span};
+use super::span::{self, Record};
 use crate::observability::handoff::{self, Batch, Handoff};
 use bytes::Bytes;
 use http::{Method, Request, Uri};
@@ -30,21 +31,21 @@ pub static EXPORT_ERRORS: AtomicU64 = AtomicU64::new(0);
 /// How a collector is fed.
 #[derive(Clone, Copy, Debug)]
 pub struct Settings {
-    /// Spans per POST at most.
+    /// Spans per POST, at most (a request's spans are not split between two).
     pub batch_size: usize,
     /// A batch waits at most this long for more spans.
     pub flush_interval: Duration,
-    /// Spans that may wait; more are dropped.
+    /// Sampled requests whose spans may wait; more are dropped.
     pub queue: usize,
     /// A POST taking longer fails.
     pub timeout: Duration,
 }
 
 /// One exporter thread per collector URL, shared by every instance naming it; see [`handoff`].
-static EXPORTERS: handoff::Registry<Span> = Mutex::new(None);
+static EXPORTERS: handoff::Registry<Record> = Mutex::new(None);
 
 /// The queue of the exporter for `url`, started on first use.
-pub fn exporter(url: &str, settings: Settings) -> Result<Arc<Handoff<Span>>, String> {
+pub fn exporter(url: &str, settings: Settings) -> Result<Arc<Handoff<Record>>, String> {
     let uri = crate::outbound::http_url(url)?;
     handoff::shared(&EXPORTERS, url, || {
         let https = crate::outbound::https_connector()?;
@@ -64,8 +65,8 @@ pub fn exporter(url: &str, settings: Settings) -> Result<Arc<Handoff<Span>>, Str
             match post.as_mut() {
                 Some(p) => p.drain(b),
                 None => {
-                    while b.pop().is_some() {
-                        DROPPED.fetch_add(1, Ordering::Relaxed);
+                    while let Some(r) = b.pop() {
+                        DROPPED.fetch_add(spans(&r), Ordering::Relaxed);
                     }
                 }
             }
@@ -74,11 +75,16 @@ pub fn exporter(url: &str, settings: Settings) -> Result<Arc<Handoff<Span>>, Str
     })
 }
 
-/// Queues a finished span; never waits.
-pub fn submit(tx: &Handoff<Span>, span: Span) {
-    if tx.push(span).is_err() {
-        DROPPED.fetch_add(1, Ordering::Relaxed);
+/// Queues a request's finished spans; never waits.
+pub fn submit(tx: &Handoff<Record>, record: Record) {
+    if let Err(r) = tx.push(record) {
+        DROPPED.fetch_add(spans(&r), Ordering::Relaxed);
     }
+}
+
+/// How many spans a record holds.
+fn spans(r: &Record) -> u64 {
+    1 + r.calls.len() as u64
 }
 
 /// The exporter thread's state: a client on a current-thread runtime of its own, so that a
@@ -98,28 +104,29 @@ impl Poster {
         Ok(Poster { url, rt, client, settings, encoder: span::Encoder::default() })
     }
 
-    /// Posts what waits, `batch_size` spans at a time. Called every `flush_interval`, and as
-    /// soon as a batch is full. Spans are encoded as they are taken from the queue, not
-    /// gathered first: a span is a few hundred bytes, and every copy of it showed.
-    fn drain(&mut self, waiting: &Batch<'_, Span>) {
-        let size = self.settings.batch_size;
+    /// Posts what waits, about `batch_size` spans at a time (a request's spans are never
+    /// split between two batches). Called every `flush_interval`, and as soon as a batch's worth
+    /// waits. Records are encoded as they are taken from the queue, not gathered first: a
+    /// record is a few hundred bytes, and every copy of it showed.
+    fn drain(&mut self, waiting: &Batch<'_, Record>) {
+        let size = self.settings.batch_size as u64;
         loop {
-            let mut body = Vec::with_capacity(waiting.len().min(size) * 640 + 2);
+            let mut body = Vec::with_capacity((waiting.len() * 1200).min(self.settings.batch_size * 640) + 2);
             body.push(b'[');
             let mut n = 0;
             while n < size {
-                let Some(span) = waiting.pop() else { break };
+                let Some(record) = waiting.pop() else { break };
                 if n > 0 {
                     body.push(b',');
                 }
-                self.encoder.span(&span, &mut body);
-                n += 1;
+                self.encoder.record(&record, &mut body);
+                n += spans(&record);
             }
             if n == 0 {
                 return;
             }
             body.push(b']');
-            self.post(body, n as u64);
+            self.post(body, n);
             if n < size {
                 return;
             }

@@ -26,7 +26,7 @@ use meshgate_core::{
     async_trait, parse_config,
 };
 use serde::Deserialize;
-use span::{Kind, Path, Span};
+use span::{Call, Path, Record, Server};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
@@ -65,13 +65,13 @@ struct Config {
 struct ZipkinConfig {
     /// The collector's v2 spans endpoint (`…/api/v2/spans`).
     url: String,
-    /// Spans per POST at most.
+    /// Spans per POST, at most (a request's spans are not split between two).
     #[serde(default = "batch_size")]
     batch_size: usize,
     /// How long a batch waits for more spans.
     #[serde(default = "flush_interval")]
     flush_interval: Duration,
-    /// Spans that may wait for the exporter; more are dropped and counted.
+    /// Sampled requests whose spans may wait for the exporter; more are dropped and counted.
     #[serde(default = "queue")]
     queue: usize,
     /// A POST taking longer fails (and its batch is dropped).
@@ -286,7 +286,7 @@ struct Tracing {
     /// `localEndpoint.serviceName`, lower case.
     service: Arc<str>,
     /// The exporter's queue for this instance's collector.
-    tx: Arc<Handoff<Span>>,
+    tx: Arc<Handoff<Record>>,
 }
 
 /// A random non-zero span id.
@@ -338,67 +338,56 @@ impl Plugin for Tracing {
         let now = Instant::now();
         let arrived = SystemTime::now() - now.saturating_duration_since(cx.started);
         let start_us = arrived.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_micros() as u64);
-        self.spans(cx, &t, start_us, now, |span| export::submit(&self.tx, span));
+        let mut record = self.record(cx, &t, start_us, now);
         // An aggregation route's backend calls recorded their attempts in contexts of their own.
         if let Some(calls) = cx.vars.get::<meshgate_core::Subcalls>() {
-            self.subcall_spans(cx, &t, start_us, calls, |span| export::submit(&self.tx, span));
+            self.subcalls(cx, start_us, calls, &mut record.calls);
         }
+        export::submit(&self.tx, record);
     }
 }
 
 impl Tracing {
-    /// The finished spans of a sampled request: the client spans, then the server span. Only
+    /// The finished spans of a sampled request: the server span and a call per attempt. Only
     /// values are copied here; formatting waits for the exporter's thread.
-    fn spans(&self, cx: &RequestCtx, t: &TraceIds, start_us: u64, now: Instant, mut out: impl FnMut(Span)) {
+    fn record(&self, cx: &RequestCtx, t: &TraceIds, start_us: u64, now: Instant) -> Record {
         let at = |i: Instant| start_us + i.saturating_duration_since(cx.started).as_micros() as u64;
         let micros = |from: Instant, to: Instant| (to.saturating_duration_since(from).as_micros() as u64).max(1);
-        let server = Span {
-            trace_id: t.trace_id,
-            id: t.span_id,
-            parent_id: t.parent_id,
-            kind: Kind::Server,
-            route: cx.route.clone(),
-            method: cx.request.method.clone(),
-            path: Path::of(&cx.request.uri),
-            timestamp: start_us,
-            duration: micros(cx.started, now),
-            local_service: self.service.clone(),
-            remote: None,
-            remote_service: None,
-            backend: None,
-            error: None,
-            tags: cx.vars.get::<SpanTags>().map(|t| t.0.clone()).unwrap_or_default(),
-            debug: t.debug,
-            status: cx.response.as_ref().map(|r| r.status.as_u16()),
-            retried: false,
-        };
-        // Built field by field rather than from a copy of the server span: a client span needs
-        // neither the route nor the tags, and every shared value copied is one more count to
-        // raise and drop.
         let remote_service = cx.route.as_ref().map(|r| r.service.clone());
-        for a in cx.attempts.iter() {
-            out(Span {
-                trace_id: t.trace_id,
+        let calls = cx
+            .attempts
+            .iter()
+            .map(|a| Call {
                 id: if a.span_id == 0 { new_id() } else { a.span_id },
-                parent_id: Some(t.span_id),
-                kind: Kind::Client,
-                route: None,
-                method: cx.request.method.clone(),
-                path: Path::of(a.uri.as_deref().unwrap_or(&cx.request.uri)),
+                method: None,
+                path: a.uri.as_deref().map(Path::of),
                 timestamp: at(a.start),
                 duration: micros(a.start, a.end.unwrap_or(now)),
-                local_service: self.service.clone(),
-                remote: Some(a.target.clone()),
+                remote: a.target.clone(),
                 remote_service: remote_service.clone(),
                 backend: None,
                 error: None,
-                tags: Vec::new(),
-                debug: t.debug,
                 status: a.status,
                 retried: a.retried,
-            });
+            })
+            .collect();
+        Record {
+            trace_id: t.trace_id,
+            debug: t.debug,
+            local_service: self.service.clone(),
+            method: cx.request.method.clone(),
+            path: Path::of(&cx.request.uri),
+            server: Server {
+                id: t.span_id,
+                parent_id: t.parent_id,
+                route: cx.route.clone(),
+                timestamp: start_us,
+                duration: micros(cx.started, now),
+                status: cx.response.as_ref().map(|r| r.status.as_u16()),
+                tags: cx.vars.get::<SpanTags>().map(|t| t.0.clone()).unwrap_or_default(),
+            },
+            calls,
         }
-        out(server);
     }
 }
 

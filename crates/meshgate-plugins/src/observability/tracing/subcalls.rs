@@ -4,43 +4,30 @@
 //! trace, with span ids of their own sent to the backend. Their spans are children of the
 //! request's SERVER span like any attempt's; an attempt still open ends when its call did.
 
-use super::span::{Kind, Path, Span};
+use super::span::{Call, Path};
 use super::{Tracing, new_id};
-use meshgate_core::{RequestCtx, Subcalls, TraceIds};
+use meshgate_core::{RequestCtx, Subcalls};
+use smallvec::SmallVec;
 use std::time::Instant;
 
 impl Tracing {
-    /// The spans of every attempt of every backend call in `calls`, in call order.
-    pub(super) fn subcall_spans(
-        &self,
-        cx: &RequestCtx,
-        t: &TraceIds,
-        start_us: u64,
-        calls: &Subcalls,
-        mut out: impl FnMut(Span),
-    ) {
+    /// A call for every attempt of every backend call in `calls`, in call order.
+    pub(super) fn subcalls(&self, cx: &RequestCtx, start_us: u64, calls: &Subcalls, out: &mut SmallVec<[Call; 1]>) {
         let at = |i: Instant| start_us + i.saturating_duration_since(cx.started).as_micros() as u64;
         for call in &calls.0 {
             let last = call.attempts.len().saturating_sub(1);
             for (k, a) in call.attempts.iter().enumerate() {
                 let end = a.end.unwrap_or(call.ended);
-                out(Span {
-                    trace_id: t.trace_id,
+                out.push(Call {
                     id: if a.span_id == 0 { new_id() } else { a.span_id },
-                    parent_id: Some(t.span_id),
-                    kind: Kind::Client,
-                    route: cx.route.clone(),
-                    method: call.method.clone(),
-                    path: Path::of(a.uri.as_deref().unwrap_or(&cx.request.uri)),
+                    method: (call.method != cx.request.method).then(|| call.method.clone()),
+                    path: a.uri.as_deref().map(Path::of),
                     timestamp: at(a.start),
                     duration: (end.saturating_duration_since(a.start).as_micros() as u64).max(1),
-                    local_service: self.service.clone(),
-                    remote: Some(a.target.clone()),
+                    remote: a.target.clone(),
                     remote_service: Some(call.service.clone()),
                     backend: Some(call.name.clone()),
                     error: if k == last { call.error.clone() } else { None },
-                    tags: Vec::new(),
-                    debug: t.debug,
                     status: a.status.or(if k == last { call.status } else { None }),
                     retried: a.retried,
                 });

@@ -15,11 +15,14 @@ pub(super) fn tracer(sampling: f64) -> (Tracing, Receiver<Value>) {
         100,
         1,
         Duration::from_millis(5),
-        move |b: &crate::observability::handoff::Batch<'_, Span>| {
-            while let Some(span) = b.pop() {
-                let mut json = Vec::new();
-                span::Encoder::default().span(&span, &mut json);
-                let _ = out.send(serde_json::from_slice(&json).unwrap());
+        move |b: &crate::observability::handoff::Batch<'_, Record>| {
+            while let Some(record) = b.pop() {
+                let mut json = vec![b'['];
+                span::Encoder::default().record(&record, &mut json);
+                json.push(b']');
+                for span in serde_json::from_slice::<Vec<Value>>(&json).unwrap() {
+                    let _ = out.send(span);
+                }
             }
         },
     )
