@@ -367,7 +367,7 @@ async fn finish(
     } else {
         cx.response = Some(ResponseInfo { status: parts.status, body_bytes: 0, request_bytes: 0 });
         let at = route.map(|(i, b, _)| (i, b));
-        ProxyBody::boxed(crate::log::LogBody::new(body, cx, snap.clone(), at, received.clone()))
+        crate::log::LogBody::boxed(body, cx, snap.clone(), at, received.clone())
     };
     Response::from_parts(parts, body)
 }
