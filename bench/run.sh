@@ -7,11 +7,13 @@
 #   bash bench/run.sh                                  # full run: 3 rounds x 8 s per target
 #   BENCH_QUICK=1 bash bench/run.sh                    # 1 round x 3 s
 #   BENCH_SKIP_MESHGATE=1 BENCH_QUICK=1 bash bench/run.sh   # harness check: direct + nginx only
+#   BENCH_ONLY='^meshgate-(noplugin|observed)$' BENCH_ROUNDS=9 BENCH_OUT=/tmp/b.md bash bench/run.sh
+#                                                      # some targets only, more rounds
 #
 # Knobs (environment): BENCH_QUICK, BENCH_ROUNDS, BENCH_DURATION (s), BENCH_WARMUP (s),
 # BENCH_CONNECTIONS, BENCH_H2_STREAMS, BENCH_ROUTES (big table size), BENCH_SKIP_BUILD,
 # BENCH_SKIP_MESHGATE, BENCH_CLIENT_CPU, BENCH_SERVER_CPU, BENCH_NO_PIN, BENCH_OUT, BENCH_KEEP,
-# BENCH_WAIT_IDLE, MESHGATE_BIN.
+# BENCH_WAIT_IDLE, BENCH_ONLY (an extended regex: the targets whose names match), MESHGATE_BIN.
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -41,6 +43,7 @@ OUT=${BENCH_OUT:-$ROOT/docs/benchmarks.md}
 KEEP=${BENCH_KEEP:-0}
 WAIT_IDLE=${BENCH_WAIT_IDLE:-0}
 MESHGATE_BIN=${MESHGATE_BIN:-$ROOT/target/release/meshgate}
+ONLY=${BENCH_ONLY:-}
 
 PORT_UPSTREAM=18080
 PORT_NGINX=18081
@@ -488,9 +491,9 @@ if [[ $SKIP_MESHGATE != 1 ]]; then
         "meshgate-noauth-jwt|wrk|http://127.0.0.1:$PORT_MESHGATE_AUTH/plain|Authorization: Bearer $BENCH_JWT|$MESHGATE_AUTH_PID|meshgate-auth"
         "meshgate-jwt|wrk|http://127.0.0.1:$PORT_MESHGATE_AUTH/jwt|Authorization: Bearer $BENCH_JWT|$MESHGATE_AUTH_PID|meshgate-auth"
         "meshgate-noplugin|wrk|http://127.0.0.1:$PORT_MESHGATE_AUTH/plain||$MESHGATE_AUTH_PID|meshgate-auth"
+        "meshgate-observed|wrk|http://127.0.0.1:$PORT_MESHGATE_AUTH/observed||$MESHGATE_AUTH_PID|meshgate-auth"
         "meshgate-rl-local|wrk|http://127.0.0.1:$PORT_MESHGATE_AUTH/rl-local||$MESHGATE_AUTH_PID|meshgate-auth"
         "meshgate-rl-redis|wrk|http://127.0.0.1:$PORT_MESHGATE_AUTH/rl-redis||$MESHGATE_AUTH_PID|meshgate-auth"
-        "meshgate-observed|wrk|http://127.0.0.1:$PORT_MESHGATE_AUTH/observed||$MESHGATE_AUTH_PID|meshgate-auth"
         "meshgate-json-plain|wrk|http://127.0.0.1:$PORT_MESHGATE_AUTH/bench.json||$MESHGATE_AUTH_PID|meshgate-auth"
         "meshgate-json-transform|wrk|http://127.0.0.1:$PORT_MESHGATE_AUTH/transform/bench.json||$MESHGATE_AUTH_PID|meshgate-auth"
         "meshgate-agg-one|wrk|http://127.0.0.1:$PORT_MESHGATE_AUTH/agg/user||$MESHGATE_AUTH_PID|meshgate-auth"
@@ -499,6 +502,14 @@ if [[ $SKIP_MESHGATE != 1 ]]; then
 fi
 TARGETS+=("nginx-h2|h2load|http://127.0.0.1:$PORT_NGINX_H2/||$NGINX_PID|nginx")
 [[ $SKIP_MESHGATE == 1 ]] || TARGETS+=("meshgate-h2|h2load|http://127.0.0.1:$PORT_MESHGATE/||$MESHGATE_PID|meshgate")
+if [[ -n $ONLY ]]; then
+    kept=()
+    for t in "${TARGETS[@]}"; do
+        if [[ ${t%%|*} =~ $ONLY ]]; then kept+=("$t"); fi
+    done
+    ((${#kept[@]})) || die "BENCH_ONLY='$ONLY' matches no target"
+    TARGETS=("${kept[@]}")
+fi
 
 # Parses `wrk --latency` output: requests rps p50_ms p99_ms errors
 parse_wrk() {
@@ -707,6 +718,25 @@ raw_table() {
     }' "$RESULTS"
 }
 
+# paired TARGET BASELINE: the target's req/s and CPU against the baseline measured in the same
+# round (just before it), round by round, and the medians of those ratios. On a noisy machine
+# the rounds drift together, so these pairs vary less than the ratio of two medians.
+paired() {
+    awk -F'\t' -v a="$1" -v b="$2" '
+        $2 == b { rps[$1] = $4; cpu[$1] = $8 }
+        $2 == a && rps[$1] > 0 && cpu[$1] > 0 { n++; r[n] = $4 / rps[$1]; c[n] = $8 / cpu[$1] }
+        function med(v, n,   i, j, t) {
+            for (i = 2; i <= n; i++) for (j = i; j > 1 && v[j - 1] > v[j]; j--) { t = v[j]; v[j] = v[j - 1]; v[j - 1] = t }
+            return n % 2 ? v[(n + 1) / 2] : (v[n / 2] + v[n / 2 + 1]) / 2
+        }
+        END {
+            if (n == 0) exit
+            s = ""
+            for (i = 1; i <= n; i++) s = s sprintf("%s%.2f×", i > 1 ? ", " : "", r[i])
+            printf "; round by round against the baseline of the same round: req/s %s (median %.2f×), proxy CPU median %.2f×", s, med(r, n), med(c, n)
+        }' "$RESULTS"
+}
+
 ratios() {
     has() { [[ -n ${MED_RPS[$1]:-} ]]; }
     if has meshgate && has nginx; then
@@ -722,22 +752,22 @@ ratios() {
         echo "- $BIG_ROUTES routes mid-table / 10 routes catch-all: req/s $(ratio "${MED_RPS[meshgate-10k-mid]}" "${MED_RPS[meshgate]}"), proxy CPU µs/req $(ratio "${MED_CPU[meshgate-10k-mid]}" "${MED_CPU[meshgate]}")"
     fi
     if has meshgate-key-auth && has meshgate-noauth-key; then
-        echo "- key-auth / same request to a route without auth: req/s $(ratio "${MED_RPS[meshgate-key-auth]}" "${MED_RPS[meshgate-noauth-key]}"), proxy CPU µs/req $(ratio "${MED_CPU[meshgate-key-auth]}" "${MED_CPU[meshgate-noauth-key]}")"
+        echo "- key-auth / same request to a route without auth: req/s $(ratio "${MED_RPS[meshgate-key-auth]}" "${MED_RPS[meshgate-noauth-key]}"), proxy CPU µs/req $(ratio "${MED_CPU[meshgate-key-auth]}" "${MED_CPU[meshgate-noauth-key]}")$(paired meshgate-key-auth meshgate-noauth-key)"
     fi
     if has meshgate-jwt && has meshgate-noauth-jwt; then
-        echo "- jwt RS256 / same request to a route without auth: req/s $(ratio "${MED_RPS[meshgate-jwt]}" "${MED_RPS[meshgate-noauth-jwt]}"), proxy CPU µs/req $(ratio "${MED_CPU[meshgate-jwt]}" "${MED_CPU[meshgate-noauth-jwt]}")"
+        echo "- jwt RS256 / same request to a route without auth: req/s $(ratio "${MED_RPS[meshgate-jwt]}" "${MED_RPS[meshgate-noauth-jwt]}"), proxy CPU µs/req $(ratio "${MED_CPU[meshgate-jwt]}" "${MED_CPU[meshgate-noauth-jwt]}")$(paired meshgate-jwt meshgate-noauth-jwt)"
     fi
     if has meshgate-rl-local && has meshgate-noplugin; then
-        echo "- rate-limiting local / same instance without plugins: req/s $(ratio "${MED_RPS[meshgate-rl-local]}" "${MED_RPS[meshgate-noplugin]}"), proxy CPU µs/req $(ratio "${MED_CPU[meshgate-rl-local]}" "${MED_CPU[meshgate-noplugin]}")"
+        echo "- rate-limiting local / same instance without plugins: req/s $(ratio "${MED_RPS[meshgate-rl-local]}" "${MED_RPS[meshgate-noplugin]}"), proxy CPU µs/req $(ratio "${MED_CPU[meshgate-rl-local]}" "${MED_CPU[meshgate-noplugin]}")$(paired meshgate-rl-local meshgate-noplugin)"
     fi
     if has meshgate-rl-redis && has meshgate-noplugin; then
-        echo "- rate-limiting Redis / same instance without plugins: req/s $(ratio "${MED_RPS[meshgate-rl-redis]}" "${MED_RPS[meshgate-noplugin]}"), proxy CPU µs/req $(ratio "${MED_CPU[meshgate-rl-redis]}" "${MED_CPU[meshgate-noplugin]}")"
+        echo "- rate-limiting Redis / same instance without plugins: req/s $(ratio "${MED_RPS[meshgate-rl-redis]}" "${MED_RPS[meshgate-noplugin]}"), proxy CPU µs/req $(ratio "${MED_CPU[meshgate-rl-redis]}" "${MED_CPU[meshgate-noplugin]}")$(paired meshgate-rl-redis meshgate-noplugin)"
     fi
     if has meshgate-observed && has meshgate-noplugin; then
-        echo "- access log + tracing 100 % (+ metrics, always on) / same instance without plugins: req/s $(ratio "${MED_RPS[meshgate-observed]}" "${MED_RPS[meshgate-noplugin]}"), proxy CPU µs/req $(ratio "${MED_CPU[meshgate-observed]}" "${MED_CPU[meshgate-noplugin]}")"
+        echo "- access log + tracing 100 % (+ metrics, always on) / same instance without plugins: req/s $(ratio "${MED_RPS[meshgate-observed]}" "${MED_RPS[meshgate-noplugin]}"), proxy CPU µs/req $(ratio "${MED_CPU[meshgate-observed]}" "${MED_CPU[meshgate-noplugin]}")$(paired meshgate-observed meshgate-noplugin)"
     fi
     if has meshgate-json-transform && has meshgate-json-plain; then
-        echo "- response-transformer JSON body (remove + add a field) / same JSON answer without plugins: req/s $(ratio "${MED_RPS[meshgate-json-transform]}" "${MED_RPS[meshgate-json-plain]}"), proxy CPU µs/req $(ratio "${MED_CPU[meshgate-json-transform]}" "${MED_CPU[meshgate-json-plain]}")"
+        echo "- response-transformer JSON body (remove + add a field) / same JSON answer without plugins: req/s $(ratio "${MED_RPS[meshgate-json-transform]}" "${MED_RPS[meshgate-json-plain]}"), proxy CPU µs/req $(ratio "${MED_CPU[meshgate-json-transform]}" "${MED_CPU[meshgate-json-plain]}")$(paired meshgate-json-transform meshgate-json-plain)"
     fi
     if has meshgate-aggregate && has meshgate-agg-one; then
         echo "- aggregation over 3 backends / one of those answers through the plain route: req/s $(ratio "${MED_RPS[meshgate-aggregate]}" "${MED_RPS[meshgate-agg-one]}"), p99 $(ratio "${MED_P99[meshgate-aggregate]}" "${MED_P99[meshgate-agg-one]}"), proxy CPU µs/req $(ratio "${MED_CPU[meshgate-aggregate]}" "${MED_CPU[meshgate-agg-one]}")"
@@ -758,6 +788,7 @@ MODE="full: $ROUNDS round(s) × ${DURATION}s per target"
 [[ $QUICK == 1 ]] && MODE="QUICK (BENCH_QUICK=1): $ROUNDS round(s) × ${DURATION}s per target — indicative only"
 [[ $SKIP_MESHGATE == 1 ]] && MODE="$MODE; meshgate SKIPPED (BENCH_SKIP_MESHGATE=1): harness check only"
 [[ $NO_PIN == 1 ]] && MODE="$MODE; NOT pinned to CPUs"
+[[ -n $ONLY ]] && MODE="$MODE; only the targets matching BENCH_ONLY='$ONLY'"
 MAX_BG=$(awk -F'\t' '$12 > m { m = $12 } END { print m + 0 }' "$RESULTS")
 BG_NOTE="highest background CPU load measured just before a run: ${MAX_BG}% of all CPUs"
 ((MAX_BG > 10)) && BG_NOTE="$BG_NOTE — **the machine was busy with other work: numbers are low and noisy, rerun on an idle machine**"
