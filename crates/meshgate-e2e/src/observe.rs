@@ -16,11 +16,13 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 
 /// `name{label=value,…}` (labels sorted) → value of every counter, gauge and untyped sample of a
-/// scrape, parsed by `prometheus-parse`.
+/// scrape, parsed by `prometheus-parse`. Panics when a series appears twice: Prometheus rejects
+/// such samples.
 pub fn scrape_values(text: &str) -> HashMap<String, f64> {
     let lines = text.lines().map(|l| Ok(l.to_owned()));
     let scrape = prometheus_parse::Scrape::parse(lines).expect("a valid Prometheus text exposition");
-    scrape
+    let n = scrape.samples.len();
+    let values: HashMap<String, f64> = scrape
         .samples
         .into_iter()
         .map(|s| {
@@ -34,7 +36,9 @@ pub fn scrape_values(text: &str) -> HashMap<String, f64> {
             };
             (format!("{}{{{}}}", s.metric, labels.join(",")), value)
         })
-        .collect()
+        .collect();
+    assert_eq!(values.len(), n, "a series appears more than once in the scrape:\n{text}");
+    values
 }
 
 /// A Zipkin collector: accepts POSTed JSON arrays of spans on `/api/v2/spans` and keeps every

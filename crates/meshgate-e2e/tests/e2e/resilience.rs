@@ -6,6 +6,7 @@
 
 use http::Method;
 use meshgate_e2e::client::{self, Conn, Resp};
+use meshgate_e2e::observe::scrape_values;
 use meshgate_e2e::upstream::closed_port;
 use meshgate_e2e::{TestGateway, Upstream, body, config, wait_for};
 use meshgate_proxy::TargetStatus;
@@ -337,6 +338,51 @@ routes:
     let budget = stats.iter().find(|(r, ..)| &**r == "budget").unwrap();
     assert_eq!(budget.1, retries as u64, "{stats:?}");
     assert!(budget.2 >= (n - retries) as u64, "refusals counted: {stats:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn split_routes_count_their_retries_once() {
+    // Two services on the same targets, one of which answers 503 (retried on the other). On
+    // `/own` each service's policy applies with a budget of its own; on `/shared` the route's
+    // policy has one budget for both. Either way the route is one series on /metrics.
+    let (a, b) = (Upstream::http("a").await, Upstream::http("b").await);
+    a.set_status(503);
+    let gw = TestGateway::start(&config(&format!(
+        r#"
+status: {{address: "127.0.0.1:0"}}
+upstreams: [{{name: ab, targets: [{{address: "{a}"}}, {{address: "{b}"}}]}}]
+services:
+  - {{name: one, upstream: ab, retry: {{attempts: 1, on: [503], {budget}}}}}
+  - {{name: two, upstream: ab, retry: {{attempts: 1, on: [503], {budget}}}}}
+routes:
+  - {{name: own, paths: [/own], services: [{{name: one, weight: 50}}, {{name: two, weight: 50}}]}}
+  - name: shared
+    paths: [/shared]
+    services: [{{name: one, weight: 50}}, {{name: two, weight: 50}}]
+    retry: {{attempts: 1, on: [503], {budget}}}
+"#,
+        a = a.addr(),
+        b = b.addr(),
+        budget = "budget: {ratio: 1.0, min_per_second: 100}"
+    )));
+    let mut conn = Conn::h1(gw.addr()).await.unwrap();
+    let mut retried = Vec::new();
+    for path in ["/own", "/shared"] {
+        let before = a.hits();
+        for _ in 0..20 {
+            let resp = conn.get(path).await.unwrap();
+            assert_eq!((resp.status.as_u16(), resp.name().as_str()), (200, "b"), "{path}");
+        }
+        retried.push((a.hits() - before) as f64);
+    }
+    assert!(retried.iter().all(|n| *n >= 2.0), "some first attempts went to a: {retried:?}");
+    let status = gw.gateway().status_addr().expect("status listener");
+    let m = scrape_values(&client::get(status, "/metrics").await.text());
+    for (route, n) in ["own", "shared"].iter().zip(&retried) {
+        assert_eq!(m.get(&format!("meshgate_route_retries_total{{route={route}}}")), Some(n), "{route}");
+    }
+    let stats = gw.gateway().retry_stats();
+    assert_eq!(stats.iter().filter(|(r, ..)| &**r == "shared").count(), 1, "{stats:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

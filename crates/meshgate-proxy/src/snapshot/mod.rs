@@ -36,8 +36,9 @@ pub struct Snapshot {
     pub(crate) active_checks: Vec<(String, Vec<Arc<TargetState>>, ActiveConfig)>,
     /// `(upstream, address)` of every target, so reloads can forget removed targets' state.
     pub(crate) live_targets: Vec<(String, String)>,
-    /// Each route's retry budget by route name, for metrics.
-    pub(crate) retry_budgets: Vec<(Arc<str>, Arc<RetryBudget>)>,
+    /// Each route's retry budgets by route name, for metrics: one, or one per service of a
+    /// split route without a retry policy of its own.
+    pub(crate) retry_budgets: Vec<(Arc<str>, Vec<Arc<RetryBudget>>)>,
     /// Worker threads wanted (only read at start).
     pub(crate) workers: Option<usize>,
     /// How long to wait for requests in flight on shutdown.
@@ -201,12 +202,16 @@ pub fn compile(doc: &Document, registry: &Registry, targets: &TargetRegistry) ->
             }
         };
         let Some(rt) = route(r, &services, &plugins) else { continue }; // validation reported it
-        match &rt.split {
-            None => retry_budgets.push((rt.info.name.clone(), rt.retry.budget.clone())),
-            Some(split) => {
-                retry_budgets.extend(split.branches.iter().map(|b| (b.info.name.clone(), b.retry.budget.clone())));
+        // A split route's services share the route's budget when it has a retry policy of its
+        // own: listed once, so that its retries are not counted once per service.
+        let mut budgets: Vec<Arc<RetryBudget>> = Vec::new();
+        let branches = rt.split.as_ref().map_or(std::slice::from_ref(&rt), |s| &s.branches[..]);
+        for b in branches {
+            if !budgets.iter().any(|x| Arc::ptr_eq(x, &b.retry.budget)) {
+                budgets.push(b.retry.budget.clone());
             }
         }
+        retry_budgets.push((rt.info.name.clone(), budgets));
         routes.push((spec, rt));
     }
     if !errors.is_empty() {
@@ -431,10 +436,15 @@ fn route_timeouts(
 }
 
 impl Snapshot {
-    /// Each route's retry counters by route name: `(route, retries attempted, retries refused
-    /// because the budget was spent)`. Counters start at zero with each config snapshot.
+    /// Each route's retry counters by route name, one row per route (a split route's services
+    /// summed): `(route, retries attempted, retries refused because the budget was spent)`.
+    /// Counters start at zero with each config snapshot.
     pub fn retry_stats(&self) -> Vec<(Arc<str>, u64, u64)> {
-        self.retry_budgets.iter().map(|(r, b)| (r.clone(), b.retries_attempted(), b.budget_exhausted())).collect()
+        let sum = |budgets: &[Arc<RetryBudget>], f: fn(&RetryBudget) -> u64| budgets.iter().map(|b| f(b)).sum();
+        self.retry_budgets
+            .iter()
+            .map(|(r, b)| (r.clone(), sum(b, RetryBudget::retries_attempted), sum(b, RetryBudget::budget_exhausted)))
+            .collect()
     }
 
     /// `(route, service, counters)` of every route (each service of a split route apart) that
