@@ -4,9 +4,9 @@
 //! ([`handoff`]) and nothing else: JSON encoding, batching and the HTTP POST happen on a thread
 //! per collector URL, which wakes every `flush_interval` or as soon as `batch_size` records
 //! wait. When the queue is full, the record's spans are dropped and counted; a failed POST drops
-//! its batch and counts an error. Every instance naming
-//! the same URL shares the thread (the first one's batch settings apply), so a reload does not
-//! start another; a reload that removes the last one ends it.
+//! its batch and counts an error. Every instance naming the same URL shares the thread (the
+//! first one's batch settings apply), so a reload does not start another; a reload that removes
+//! the last one ends it.
 
 use super::span::{self, Record};
 use crate::observability::handoff::{self, Batch, Handoff};
