@@ -326,7 +326,8 @@ impl Plugin for RateLimiting {
             }
         };
         let (headers, window) = self.headers(&verdict.counts, now);
-        let retry_after = headers.reset.clone();
+        // Only a refusal needs its own copy of the reset time (for `Retry-After`).
+        let retry_after = (!verdict.admitted).then(|| headers.reset.clone());
         if !self.hide_headers {
             // Set by the proxy on whatever answers: the upstream's response, or the 429 below.
             let Headers { limit, remaining, reset } = headers;
@@ -335,9 +336,7 @@ impl Plugin for RateLimiting {
             cx.response_headers.push((RATELIMIT_REMAINING.clone(), remaining));
             cx.response_headers.push((RATELIMIT_RESET.clone(), reset));
         }
-        if verdict.admitted {
-            return Flow::Continue;
-        }
+        let Some(retry_after) = retry_after else { return Flow::Continue };
         REJECTED.fetch_add(1, Ordering::Relaxed);
         let msg = format!("rate limit exceeded: {} requests per {}", window.limit, window.name);
         let mut resp: Response<_> = json_error(StatusCode::TOO_MANY_REQUESTS, "rate_limited", &msg);
