@@ -4,7 +4,7 @@ use crate::auth::Authenticated;
 use http::StatusCode;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
+use std::time::{Instant, SystemTime};
 
 /// The route a request matched, as plugins need to know it (for keys, logs, metrics).
 #[derive(Clone, Debug)]
@@ -121,6 +121,9 @@ pub struct TraceIds {
     pub sampled: bool,
     /// The caller asked every hop to record (B3 debug): passed on, and marked on the spans.
     pub debug: bool,
+    /// The header forms the context came in, as the tracing plugin numbers them: kept so that
+    /// writing them back to the upstream needs no second pass over the headers.
+    pub forms: u8,
 }
 
 /// One upstream attempt, as the proxy made it: the tracing plugin turns each into a CLIENT span.
@@ -253,6 +256,24 @@ pub struct ResponseInfo {
     pub request_bytes: u64,
 }
 
+/// When an exchange ended, on both clocks: read once by the proxy for every `on_log` plugin
+/// (an access log and a tracer each reading the two clocks cost a request four clock reads).
+#[derive(Clone, Copy, Debug)]
+pub struct Ended {
+    /// The end (the response body sent, or the exchange abandoned), on the monotonic clock.
+    pub at: Instant,
+    /// When the request arrived, on the wall clock: now less the time the exchange took.
+    pub arrived: SystemTime,
+}
+
+impl Ended {
+    /// The clocks read now, for a request that arrived at `started`.
+    pub fn now(started: Instant) -> Ended {
+        let at = Instant::now();
+        Ended { at, arrived: SystemTime::now() - at.saturating_duration_since(started) }
+    }
+}
+
 /// A request body limit for this request, smaller than the global `limits.max_body_bytes`.
 /// A plugin that cannot see the body (it runs before the body is read) puts it in
 /// [`RequestCtx::vars`] in `on_request`; the proxy then enforces it while the body streams
@@ -280,6 +301,9 @@ pub struct RequestCtx {
     pub upstream_time: Option<std::time::Duration>,
     /// Set before the log phase.
     pub response: Option<ResponseInfo>,
+    /// When the exchange ended: set by the proxy just before the log phase (read it through
+    /// [`RequestCtx::ended`]).
+    pub ended: Option<Ended>,
     /// When the gateway received the request head.
     pub started: Instant,
     /// The request's trace, when the tracing plugin runs on it (sampled or not).
@@ -300,6 +324,12 @@ impl RequestCtx {
         self.attempts.last().map(|a| &a.target)
     }
 
+    /// When the exchange ended, for the log phase: as the proxy read it, or now when nobody did
+    /// (a plugin's `on_log` called directly, as in tests).
+    pub fn ended(&self) -> Ended {
+        self.ended.unwrap_or_else(|| Ended::now(self.started))
+    }
+
     /// A context for a request that just arrived.
     pub fn new(request: http::request::Parts, client_addr: SocketAddr, tls: bool) -> Self {
         RequestCtx {
@@ -311,6 +341,7 @@ impl RequestCtx {
             auth: None,
             upstream_time: None,
             response: None,
+            ended: None,
             started: Instant::now(),
             trace: None,
             attempts: Attempts::default(),
@@ -327,6 +358,22 @@ mod tests {
     use std::cell::Cell;
 
     #[test]
+    fn the_log_phase_reads_the_clocks_once() {
+        let parts = http::Request::new(()).into_parts().0;
+        let mut cx = RequestCtx::new(parts, "127.0.0.1:1".parse().unwrap(), false);
+        // Unset (a plugin called outside the proxy): now, after the request started.
+        let now = cx.ended();
+        assert!(now.at >= cx.started);
+        assert!(now.arrived <= SystemTime::now());
+        // Set by the proxy: every log plugin reads that one, however late it runs.
+        let ended = Ended::now(cx.started);
+        cx.ended = Some(ended);
+        std::thread::sleep(std::time::Duration::from_millis(2));
+        assert_eq!(cx.ended().at, ended.at);
+        assert_eq!(cx.ended().arrived, ended.arrived);
+    }
+
+    #[test]
     fn span_tags_only_on_sampled_traces() {
         let parts = http::Request::new(()).into_parts().0;
         let mut cx = RequestCtx::new(parts, "127.0.0.1:1".parse().unwrap(), false);
@@ -338,6 +385,7 @@ mod tests {
             parent_id: None,
             sampled: false,
             debug: false,
+            forms: 0,
         };
         cx.trace = Some(ids);
         SpanTags::add(&mut cx, "a", "unsampled");

@@ -5,7 +5,7 @@ use crate::metrics::RequestBytes;
 use crate::snapshot::Snapshot;
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
-use meshgate_core::{BoxError, ProxyBody, RequestCtx};
+use meshgate_core::{BoxError, Ended, ProxyBody, RequestCtx};
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -44,6 +44,7 @@ impl LogBody {
     fn log(&mut self) {
         // Logged where it lies: the context is large, and moving it out costs a copy.
         let Some(cx) = self.cx.as_mut() else { return };
+        cx.ended = Some(Ended::now(cx.started));
         if let Some(r) = cx.response.as_mut() {
             r.body_bytes = self.bytes;
             r.request_bytes = if cx.attempts.is_empty() { 0 } else { self.received.get() };

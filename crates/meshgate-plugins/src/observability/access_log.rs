@@ -408,8 +408,9 @@ impl Plugin for AccessLog {
     }
 
     fn on_log(&self, cx: &RequestCtx) {
-        let elapsed = cx.started.elapsed();
-        let arrived = SystemTime::now() - elapsed;
+        let ended = cx.ended();
+        let elapsed = ended.at.saturating_duration_since(cx.started);
+        let arrived = ended.arrived;
         let mut line = Line { buf: Vec::with_capacity(320) };
         for f in &self.fields {
             f.write(&mut line, cx, arrived, elapsed);
@@ -442,6 +443,7 @@ mod tests {
             parent_id: None,
             sampled: false,
             debug: false,
+            forms: 0,
         });
         let arrived = std::time::UNIX_EPOCH + Duration::from_millis(1_764_134_400_045);
         let mut line = Line { buf: Vec::new() };

@@ -163,7 +163,14 @@ mod tests {
         let mut cx = request("/", &[("content-type", "application/json")]);
         // A sampled trace gets what happened as tags of the server span.
         let trace_id = meshgate_core::TraceId { value: 1, short: false };
-        cx.trace = Some(meshgate_core::TraceIds { trace_id, span_id: 1, parent_id: None, sampled: true, debug: false });
+        cx.trace = Some(meshgate_core::TraceIds {
+            trace_id,
+            span_id: 1,
+            parent_id: None,
+            sampled: true,
+            debug: false,
+            forms: 0,
+        });
         assert_eq!(status(p.on_request_body(&mut cx, None).await), 413);
         assert_eq!(status(p.on_request_body(&mut cx, Some(&mut Bytes::from_static(b"{"))).await), 400);
         assert_eq!(status(p.on_request_body(&mut cx, Some(&mut Bytes::new())).await), 0);

@@ -78,6 +78,16 @@ impl Forms {
     pub fn without(self, other: Forms) -> Forms {
         Forms(self.0 & !other.0)
     }
+
+    /// The set as bits, to keep in [`meshgate_core::TraceIds::forms`].
+    pub fn bits(self) -> u8 {
+        self.0
+    }
+
+    /// The set kept as [`Forms::bits`].
+    pub fn from_bits(bits: u8) -> Forms {
+        Forms(bits & (Forms::B3 | Forms::B3_SINGLE | Forms::W3C).0)
+    }
 }
 
 impl std::ops::BitOr for Forms {

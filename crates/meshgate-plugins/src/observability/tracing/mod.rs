@@ -29,7 +29,7 @@ use serde::Deserialize;
 use span::{Call, Path, Record, Server};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Instant, UNIX_EPOCH};
 
 /// Registers `tracing`.
 pub struct Factory;
@@ -289,9 +289,11 @@ struct Tracing {
     tx: Arc<Handoff<Record>>,
 }
 
-/// A random non-zero span id.
+/// A random non-zero span id. From a fast per-thread generator rather than `rand`'s
+/// cryptographic one: ids must not collide, but nothing is protected by their being unguessable
+/// (they travel in plain headers), and a traced request takes three.
 fn new_id() -> u64 {
-    rand::random::<u64>().max(1)
+    fastrand::u64(1..)
 }
 
 #[async_trait]
@@ -301,14 +303,16 @@ impl Plugin for Tracing {
     }
 
     async fn on_request(&self, cx: &mut RequestCtx) -> Flow {
-        let incoming = context::extract(&context::scan(&cx.request.headers), &self.formats);
+        let seen = context::scan(&cx.request.headers);
+        let incoming = context::extract(&seen, &self.formats);
         let (trace_id, parent_id) = match incoming.ids {
             Some((t, s)) => (t, Some(s)),
-            None => (TraceId { value: rand::random::<u128>().max(1), short: false }, None),
+            None => (TraceId { value: fastrand::u128(1..), short: false }, None),
         };
         let sampled = self.sampler.decide(incoming.decision, trace_id);
         let debug = incoming.decision == Some(Decision::Debug);
-        cx.trace = Some(TraceIds { trace_id, span_id: new_id(), parent_id, sampled, debug });
+        let forms = seen.forms().bits();
+        cx.trace = Some(TraceIds { trace_id, span_id: new_id(), parent_id, sampled, debug, forms });
         Flow::Continue
     }
 
@@ -324,9 +328,9 @@ impl Plugin for Tracing {
             (false, true) => Decision::Sample,
             (false, false) => Decision::Deny,
         };
-        // The client's headers travel on in the upstream request: the forms seen there are the
-        // ones it came with (or an earlier attempt wrote, in the same forms).
-        let (write, stale) = self.inject.plan(context::scan(&upstream.headers).forms(), self.read);
+        // The client's headers travel on in the upstream request, so the forms it came with
+        // (noted in `on_request`) are the ones there; an earlier attempt wrote the same forms.
+        let (write, stale) = self.inject.plan(Forms::from_bits(t.forms), self.read);
         let out = Outgoing { trace: t.trace_id, span: id, parent: t.span_id, decision };
         context::inject(&mut upstream.headers, write, stale, out);
         Flow::Continue
@@ -335,9 +339,9 @@ impl Plugin for Tracing {
     fn on_log(&self, cx: &RequestCtx) {
         let Some(t) = cx.trace.filter(|t| t.sampled) else { return };
         // Arrival on the wall clock, in µs since the epoch: the clock of every span of the request.
-        let now = Instant::now();
-        let arrived = SystemTime::now() - now.saturating_duration_since(cx.started);
-        let start_us = arrived.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_micros() as u64);
+        let ended = cx.ended();
+        let now = ended.at;
+        let start_us = ended.arrived.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_micros() as u64);
         let mut record = self.record(cx, &t, start_us, now);
         // An aggregation route's backend calls recorded their attempts in contexts of their own.
         if let Some(calls) = cx.vars.get::<meshgate_core::Subcalls>() {
