@@ -129,6 +129,10 @@ pub async fn handle(
             }
             let (mut parts, mut body) = resp.into_parts();
             body.hold(busy);
+            // The version is the client connection's, not the upstream's: an HTTP/1.0 answer
+            // passed on as such would make hyper end a keep-alive HTTP/1.1 client connection to
+            // frame it (hyper answers HTTP/1.0 clients in 1.0 by itself; HTTP/2 ignores it).
+            parts.version = Version::HTTP_11;
             if parts.status != StatusCode::SWITCHING_PROTOCOLS {
                 forward::strip_hop_by_hop(&mut parts.headers, false);
             }

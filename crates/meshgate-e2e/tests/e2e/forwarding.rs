@@ -196,3 +196,45 @@ async fn upstream_closing_right_after_each_response() {
     }
     assert!(failed.is_empty(), "{} of 200 GETs failed:\n{}", failed.len(), failed.join("\n"));
 }
+
+/// An HTTP/1.0 upstream that answers without a length and closes, as old servers and simple
+/// CGI scripts do.
+async fn http10_upstream() -> std::net::SocketAddr {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut tcp, _)) = listener.accept().await else { continue };
+            tokio::spawn(async move {
+                let mut buf = Vec::new();
+                let mut chunk = [0u8; 4096];
+                while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match tcp.read(&mut chunk).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                    }
+                }
+                let _ = tcp.write_all(b"HTTP/1.0 200 OK\r\nContent-Type: text/plain\r\n\r\nold server").await;
+            });
+        }
+    });
+    addr
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_http10_upstream_answer_goes_out_as_http11() {
+    let addr = http10_upstream().await;
+    let gw = TestGateway::start(&config(&format!(
+        "services: [{{name: s, url: \"http://{addr}\"}}]\nroutes: [{{name: r, service: s, paths: [\"/\"]}}]"
+    )));
+    // The client's connection speaks HTTP/1.1 and stays open: the answer is re-framed (chunked)
+    // instead of ending the client's connection the way the upstream ended its own.
+    let mut conn = Conn::h1(gw.addr()).await.unwrap();
+    for i in 0..3 {
+        let resp = conn.get("/old").await.unwrap();
+        assert_eq!(resp.status, 200, "request {i}: {}", resp.text());
+        assert_eq!(resp.version, http::Version::HTTP_11, "request {i}");
+        assert_eq!(resp.text(), "old server", "request {i}");
+    }
+}
