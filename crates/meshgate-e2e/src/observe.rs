@@ -1,5 +1,5 @@
 //! What tests read of the gateway's observability: a `/metrics` scrape parsed by a real
-//! Prometheus text parser, and a Zipkin collector that keeps the spans it is sent.
+//! Prometheus text parser, and a Zipkin or OTLP collector that keeps the spans it is sent.
 
 use crate::body;
 use http::{Request, Response};
@@ -41,60 +41,129 @@ pub fn scrape_values(text: &str) -> HashMap<String, f64> {
     values
 }
 
-/// A Zipkin collector: accepts POSTed JSON arrays of spans on `/api/v2/spans` and keeps every
-/// span. Stops when dropped.
+/// A span collector: Zipkin v2 (JSON arrays of spans POSTed to `/api/v2/spans`) or OTLP/HTTP
+/// JSON (`ExportTraceServiceRequest`s POSTed to `/v1/traces`). Keeps every span and the headers
+/// of every POST. Stops when dropped.
 pub struct Collector {
     /// Where it listens.
     pub addr: SocketAddr,
-    /// Every span received, in arrival order.
+    /// Every span received, in arrival order. An OTLP span also gets its resource's
+    /// `service.name` as `"service"`.
     pub spans: Arc<Mutex<Vec<Value>>>,
+    /// The headers of every POST, in arrival order.
+    pub posts: Arc<Mutex<Vec<http::HeaderMap>>>,
+    otlp: bool,
     task: tokio::task::JoinHandle<()>,
 }
 
 impl Collector {
-    /// A collector on a free `127.0.0.1` port, answering 202.
+    /// A Zipkin collector on a free `127.0.0.1` port, answering 202.
     pub async fn start() -> Collector {
+        Collector::serve(false).await
+    }
+
+    /// An OTLP/HTTP collector on a free `127.0.0.1` port, answering 200 as OTLP asks.
+    pub async fn otlp() -> Collector {
+        Collector::serve(true).await
+    }
+
+    async fn serve(otlp: bool) -> Collector {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let spans = Arc::new(Mutex::new(Vec::new()));
-        let kept = spans.clone();
+        let posts = Arc::new(Mutex::new(Vec::new()));
+        let (kept, heads) = (spans.clone(), posts.clone());
         let task = tokio::spawn(async move {
             loop {
                 let Ok((tcp, _)) = listener.accept().await else { continue };
-                let kept = kept.clone();
+                let (kept, heads) = (kept.clone(), heads.clone());
                 tokio::spawn(async move {
                     let svc = service_fn(move |req: Request<Incoming>| {
-                        let kept = kept.clone();
+                        let (kept, heads) = (kept.clone(), heads.clone());
                         async move {
-                            assert_eq!(req.uri().path(), "/api/v2/spans");
+                            assert_eq!(req.uri().path(), if otlp { "/v1/traces" } else { "/api/v2/spans" });
+                            heads.lock().unwrap().push(req.headers().clone());
                             let bytes = req.into_body().collect().await.unwrap().to_bytes();
-                            let batch: Vec<Value> = serde_json::from_slice(&bytes).expect("a JSON array of spans");
-                            kept.lock().unwrap().extend(batch);
-                            Ok::<_, Infallible>(Response::builder().status(202).body(body::empty()).unwrap())
+                            if otlp {
+                                check_otlp(&bytes);
+                            }
+                            let batch: Value = serde_json::from_slice(&bytes).expect("a JSON batch");
+                            let spans =
+                                if otlp { otlp_spans(&batch) } else { batch.as_array().expect("an array").clone() };
+                            kept.lock().unwrap().extend(spans);
+                            let status = if otlp { 200 } else { 202 };
+                            Ok::<_, Infallible>(Response::builder().status(status).body(body::empty()).unwrap())
                         }
                     });
                     let _ = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(tcp), svc).await;
                 });
             }
         });
-        Collector { addr, spans, task }
+        Collector { addr, spans, posts, otlp, task }
     }
 
     /// Its spans endpoint.
     pub fn url(&self) -> String {
-        format!("http://{}/api/v2/spans", self.addr)
+        let path = if self.otlp { "/v1/traces" } else { "/api/v2/spans" };
+        format!("http://{}{path}", self.addr)
     }
 
-    /// Waits for `n` spans of trace `trace`, sorted by timestamp.
+    /// Waits for `n` spans of trace `trace`, sorted by start time.
     pub async fn trace(&self, trace: &str, n: usize) -> Vec<Value> {
         crate::wait_for(&format!("{n} spans of {trace}"), Duration::from_secs(5), || async {
             let mut got: Vec<Value> =
                 self.spans.lock().unwrap().iter().filter(|s| s["traceId"] == trace).cloned().collect();
-            got.sort_by_key(|s| s["timestamp"].as_u64());
+            got.sort_by_key(|s| {
+                s["timestamp"].as_u64().or_else(|| s["startTimeUnixNano"].as_str().and_then(|t| t.parse().ok()))
+            });
             (got.len() >= n).then_some(got)
         })
         .await
     }
+}
+
+/// Reads an OTLP batch through OpenTelemetry's own model of it (`opentelemetry-proto`, with
+/// its JSON mapping) and checks what a collector needs of every span: a misnamed or mistyped
+/// field would be missing there.
+fn check_otlp(bytes: &[u8]) {
+    use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+    let req: ExportTraceServiceRequest = serde_json::from_slice(bytes).expect("an OTLP ExportTraceServiceRequest");
+    assert!(!req.resource_spans.is_empty());
+    for rs in &req.resource_spans {
+        let resource = rs.resource.as_ref().expect("a resource");
+        assert!(resource.attributes.iter().any(|kv| kv.key == "service.name"), "service.name");
+        for span in rs.scope_spans.iter().flat_map(|ss| &ss.spans) {
+            assert_eq!((span.trace_id.len(), span.span_id.len()), (16, 8), "{span:?}");
+            assert!(span.parent_span_id.is_empty() || span.parent_span_id.len() == 8, "{span:?}");
+            assert!(!span.name.is_empty() && (span.kind == 2 || span.kind == 3), "{span:?}");
+            assert!(span.start_time_unix_nano > 0 && span.end_time_unix_nano > span.start_time_unix_nano, "{span:?}");
+            assert!(
+                span.attributes
+                    .iter()
+                    .all(|kv| !kv.key.is_empty() && kv.value.as_ref().is_some_and(|v| v.value.is_some()))
+            );
+        }
+    }
+}
+
+/// The spans of an OTLP `ExportTraceServiceRequest`, each with its resource's `service.name`.
+fn otlp_spans(batch: &Value) -> Vec<Value> {
+    let mut out = Vec::new();
+    for resource in batch["resourceSpans"].as_array().expect("resourceSpans") {
+        let service = resource["resource"]["attributes"]
+            .as_array()
+            .and_then(|a| a.iter().find(|kv| kv["key"] == "service.name"))
+            .map(|kv| kv["value"]["stringValue"].clone())
+            .unwrap_or(Value::Null);
+        for scope in resource["scopeSpans"].as_array().expect("scopeSpans") {
+            for span in scope["spans"].as_array().expect("spans") {
+                let mut span = span.clone();
+                span["service"] = service.clone();
+                out.push(span);
+            }
+        }
+    }
+    out
 }
 
 impl Drop for Collector {

@@ -121,6 +121,69 @@ plugins: [{plugin}]
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn otlp_export() {
+    let collector = Collector::otlp().await;
+    let up = Upstream::http("up").await;
+    let gw = TestGateway::start(&config(&format!(
+        r#"
+services: [{{name: Orders, url: "http://{up}"}}]
+routes: [{{name: orders, service: Orders, paths: ["/orders"]}}]
+plugins:
+  - name: tracing
+    config:
+      service_name: Edge
+      otlp: {{url: "{url}", flush_interval: 50ms, headers: {{authorization: Bearer otlp-key}}}}
+"#,
+        up = up.addr(),
+        url = collector.url()
+    )));
+    let traceparent = format!("00-{TRACE}-{PARENT}-01");
+    let resp = client::get_with(gw.addr(), "/orders/7?q=1", &[("traceparent", &traceparent)]).await;
+    assert_eq!(resp.status, 200);
+    let spans = collector.trace(TRACE, 2).await;
+    assert_eq!(spans.len(), 2, "{spans:#?}");
+    let (server, call) = (&spans[0], &spans[1]);
+    let attrs = |span: &Value| -> Value {
+        span["attributes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|kv| (kv["key"].as_str().unwrap().to_owned(), kv["value"].clone()))
+            .collect()
+    };
+
+    assert_eq!((&server["kind"], &server["name"], &server["service"]), (&2.into(), &"orders".into(), &"edge".into()));
+    assert_eq!(server["parentSpanId"], PARENT, "the caller's span is the parent");
+    let server_id = assert_id(&server["spanId"], 16);
+    let a = attrs(server);
+    assert_eq!(a["http.request.method"]["stringValue"], "GET");
+    assert_eq!(a["url.path"]["stringValue"], "/orders/7", "no query string");
+    assert_eq!(a["http.response.status_code"]["intValue"], "200");
+    assert_eq!(a["meshgate.route"]["stringValue"], "orders");
+    assert!(server.get("status").is_none(), "a 200 is no error");
+    let nanos = |v: &Value| v.as_str().unwrap().parse::<u64>().unwrap();
+    let (start, end) = (nanos(&server["startTimeUnixNano"]), nanos(&server["endTimeUnixNano"]));
+    assert!((now_us() * 1000).abs_diff(start) < 10_000_000_000, "start {start} is in ns and recent");
+    assert!(start < end && end - start < 5_000_000_000);
+
+    assert_eq!((&call["kind"], &call["name"]), (&3.into(), &"GET".into()));
+    assert_eq!(call["parentSpanId"], server_id.as_str(), "the attempt hangs under the server span");
+    let a = attrs(call);
+    assert_eq!(a["server.address"]["stringValue"], "127.0.0.1");
+    assert_eq!(a["server.port"]["intValue"], up.addr().port().to_string());
+    assert_eq!(a["peer.service"]["stringValue"], "orders");
+    assert!(nanos(&call["startTimeUnixNano"]) >= start && nanos(&call["endTimeUnixNano"]) <= end);
+    // The upstream was told the attempt's span, in the caller's format.
+    let call_id = assert_id(&call["spanId"], 16);
+    assert_eq!(resp.seen_header("traceparent"), Some(format!("00-{TRACE}-{call_id}-01")));
+
+    let posts = collector.posts.lock().unwrap();
+    let post = posts.last().unwrap();
+    assert_eq!(post["authorization"], "Bearer otlp-key");
+    assert_eq!(post["content-type"], "application/json");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn w3c_in_unsampled_out_and_new_traces() {
     let collector = Collector::start().await;
     let up = Upstream::http("up").await;

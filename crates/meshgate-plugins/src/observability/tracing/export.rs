@@ -1,13 +1,14 @@
-//! Zipkin v2 export, off the request path.
+//! Span export (Zipkin v2 or OTLP/HTTP JSON), off the request path.
 //!
 //! A request's finished spans (one [`Record`]) are pushed onto a bounded lock-free queue
 //! ([`handoff`]) and nothing else: JSON encoding, batching and the HTTP POST happen on a thread
-//! per collector URL, which wakes every `flush_interval` or as soon as `batch_size` records
+//! per collector URL and protocol, which wakes every `flush_interval` or as soon as `batch_size` records
 //! wait. When the queue is full, the record's spans are dropped and counted; a failed POST drops
 //! its batch and counts an error. Every instance naming the same URL shares the thread (the
 //! first one's batch settings apply), so a reload does not start another; a reload that removes
 //! the last one ends it.
 
+use super::otlp;
 use super::span::{self, Record};
 use crate::observability::handoff::{self, Batch, Handoff};
 use bytes::Bytes;
@@ -28,9 +29,30 @@ pub static DROPPED: AtomicU64 = AtomicU64::new(0);
 /// POSTs that failed (no answer in time, connection refused, a non-2xx status).
 pub static EXPORT_ERRORS: AtomicU64 = AtomicU64::new(0);
 
+/// The JSON a collector takes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Protocol {
+    /// Zipkin v2: a JSON array of spans.
+    Zipkin,
+    /// OTLP/HTTP with JSON encoding: an `ExportTraceServiceRequest`.
+    Otlp,
+}
+
+impl Protocol {
+    /// What a batch starts and ends with; records in between are separated by commas.
+    fn frame(self) -> (&'static [u8], &'static [u8]) {
+        match self {
+            Protocol::Zipkin => (b"[", b"]"),
+            Protocol::Otlp => (otlp::BATCH_START, otlp::BATCH_END),
+        }
+    }
+}
+
 /// How a collector is fed.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 pub struct Settings {
+    /// The JSON it takes.
+    pub protocol: Protocol,
     /// Spans per POST, at most (a request's spans are not split between two).
     pub batch_size: usize,
     /// A batch waits at most this long for more spans.
@@ -39,23 +61,28 @@ pub struct Settings {
     pub queue: usize,
     /// A POST taking longer fails.
     pub timeout: Duration,
+    /// Sent with every POST.
+    pub headers: http::HeaderMap,
 }
 
-/// One exporter thread per collector URL, shared by every instance naming it; see [`handoff`].
+/// One exporter thread per collector URL and protocol, shared by every instance naming them;
+/// see [`handoff`].
 static EXPORTERS: handoff::Registry<Record> = Mutex::new(None);
 
 /// The queue of the exporter for `url`, started on first use.
 pub fn exporter(url: &str, settings: Settings) -> Result<Arc<Handoff<Record>>, String> {
     let uri = crate::outbound::http_url(url)?;
-    handoff::shared(&EXPORTERS, url, || {
+    let key = format!("{:?} {url}", settings.protocol);
+    handoff::shared(&EXPORTERS, &key, || {
         let https = crate::outbound::https_connector()?;
         // Built on the exporter's thread: a runtime cannot be started from within the one a
         // reload may run on.
         let mut post: Option<Poster> = None;
-        let mut parts = Some((uri, https));
-        handoff::spawn("meshgate-tracing", settings.queue, settings.batch_size, settings.flush_interval, move |b| {
+        let (queue, wake_at, interval) = (settings.queue, settings.batch_size, settings.flush_interval);
+        let mut parts = Some((uri, https, settings));
+        handoff::spawn("meshgate-tracing", queue, wake_at, interval, move |b| {
             if post.is_none()
-                && let Some((uri, https)) = parts.take()
+                && let Some((uri, https, settings)) = parts.take()
             {
                 match Poster::new(uri, https, settings) {
                     Ok(p) => post = Some(p),
@@ -110,22 +137,26 @@ impl Poster {
     /// record is a few hundred bytes, and every copy of it showed.
     fn drain(&mut self, waiting: &Batch<'_, Record>) {
         let size = self.settings.batch_size as u64;
+        let (start, end) = self.settings.protocol.frame();
         loop {
-            let mut body = Vec::with_capacity((waiting.len() * 1200).min(self.settings.batch_size * 640) + 2);
-            body.push(b'[');
+            let mut body = Vec::with_capacity((waiting.len() * 1200).min(self.settings.batch_size * 640) + 32);
+            body.extend_from_slice(start);
             let mut n = 0;
             while n < size {
                 let Some(record) = waiting.pop() else { break };
                 if n > 0 {
                     body.push(b',');
                 }
-                self.encoder.record(&record, &mut body);
+                match self.settings.protocol {
+                    Protocol::Zipkin => self.encoder.record(&record, &mut body),
+                    Protocol::Otlp => otlp::record(&record, &mut body),
+                }
                 n += spans(&record);
             }
             if n == 0 {
                 return;
             }
-            body.push(b']');
+            body.extend_from_slice(end);
             self.post(body, n);
             if n < size {
                 return;
@@ -134,12 +165,15 @@ impl Poster {
     }
 
     fn post(&mut self, body: Vec<u8>, n: u64) {
-        let req = Request::builder()
+        let mut req = Request::builder()
             .method(Method::POST)
             .uri(self.url.clone())
             .header(http::header::CONTENT_TYPE, "application/json")
             .body(Full::new(Bytes::from(body)))
             .expect("a valid request");
+        for (name, value) in &self.settings.headers {
+            req.headers_mut().append(name, value.clone());
+        }
         let ok = self.rt.block_on(async {
             match tokio::time::timeout(self.settings.timeout, self.client.request(req)).await {
                 Ok(Ok(resp)) if resp.status().is_success() => true,
@@ -173,12 +207,14 @@ mod tests {
     #[test]
     fn urls_are_checked() {
         let s = Settings {
+            protocol: Protocol::Zipkin,
             batch_size: 1,
             flush_interval: Duration::from_secs(1),
             queue: 1,
             timeout: Duration::from_secs(1),
+            headers: http::HeaderMap::new(),
         };
-        assert!(exporter("ftp://x/", s).err().unwrap().contains("http"));
+        assert!(exporter("ftp://x/", s.clone()).err().unwrap().contains("http"));
         assert!(exporter("/api/v2/spans", s).is_err());
     }
 }

@@ -13,12 +13,13 @@
 
 pub mod context;
 pub mod export;
+mod otlp;
 pub mod span;
 mod subcalls;
 
 use crate::observability::handoff::Handoff;
 use context::{Decision, Format, Forms, Outgoing, TraceId};
-use export::{DROPPED, EXPORT_ERRORS, EXPORTED, Settings};
+use export::{DROPPED, EXPORT_ERRORS, EXPORTED, Protocol, Settings};
 use meshgate_config::units::Duration;
 use meshgate_core::metrics::{self, MetricsRegistry};
 use meshgate_core::{
@@ -38,8 +39,12 @@ pub struct Factory;
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct Config {
-    /// Where spans go.
-    zipkin: ZipkinConfig,
+    /// Where spans go: a Zipkin v2 collector…
+    #[serde(default)]
+    zipkin: Option<CollectorConfig>,
+    /// …or an OpenTelemetry (OTLP/HTTP, JSON) one.
+    #[serde(default)]
+    otlp: Option<CollectorConfig>,
     /// The share of new traces recorded, 0 to 1; an incoming decision wins.
     #[serde(default = "always")]
     sampling: f64,
@@ -59,12 +64,15 @@ struct Config {
     inject_default: Vec<String>,
 }
 
-/// `zipkin:`: the collector and how spans are sent to it.
+/// `zipkin:` or `otlp:`: the collector and how spans are sent to it.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-struct ZipkinConfig {
-    /// The collector's v2 spans endpoint (`…/api/v2/spans`).
+struct CollectorConfig {
+    /// The collector's spans endpoint (Zipkin `…/api/v2/spans`, OTLP `…/v1/traces`).
     url: String,
+    /// Headers sent with every POST (a vendor's API key, say).
+    #[serde(default)]
+    headers: std::collections::BTreeMap<String, String>,
     /// Spans per POST, at most (a request's spans are not split between two).
     #[serde(default = "batch_size")]
     batch_size: usize,
@@ -103,21 +111,21 @@ fn preserve() -> serde_json::Value {
 fn default_forms() -> Vec<String> {
     vec!["b3-single".to_owned(), "w3c".to_owned()]
 }
-/// Default `zipkin.batch_size`: about 450 KB of JSON, under the 500 KB Zipkin's own reporters
+/// Default `batch_size` of a collector: about 450 KB of JSON, under the 500 KB Zipkin's own reporters
 /// send at most. Each POST costs the exporter as much as encoding dozens of spans, so fewer,
 /// larger batches are cheaper for a busy gateway.
 fn batch_size() -> usize {
     1000
 }
-/// Default `zipkin.flush_interval`.
+/// Default `flush_interval` of a collector.
 fn flush_interval() -> Duration {
     Duration::from_secs(1)
 }
-/// Default `zipkin.queue`.
+/// Default `queue` of a collector.
 fn queue() -> usize {
     10_000
 }
-/// Default `zipkin.timeout`.
+/// Default `timeout` of a collector.
 fn timeout() -> Duration {
     Duration::from_secs(2)
 }
@@ -139,22 +147,45 @@ impl PluginFactory for Factory {
         if c.service_name.is_empty() {
             return Err(PluginConfigError::new("service_name", "must not be empty"));
         }
-        let z = &c.zipkin;
-        for (field, v) in [("zipkin.batch_size", z.batch_size), ("zipkin.queue", z.queue)] {
+        let (key, protocol, z) = match (&c.zipkin, &c.otlp) {
+            (Some(z), None) => ("zipkin", Protocol::Zipkin, z),
+            (None, Some(o)) => ("otlp", Protocol::Otlp, o),
+            (None, None) => {
+                return Err(PluginConfigError::new(
+                    "zipkin",
+                    "name a collector: `zipkin` (Zipkin v2) or `otlp` (OTLP/HTTP)",
+                ));
+            }
+            (Some(_), Some(_)) => return Err(PluginConfigError::new("otlp", "name one collector, `zipkin` or `otlp`")),
+        };
+        for (field, v) in [("batch_size", z.batch_size), ("queue", z.queue)] {
             if v == 0 {
-                return Err(PluginConfigError::new(field, "must be at least 1"));
+                return Err(PluginConfigError::new(format!("{key}.{field}"), "must be at least 1"));
             }
         }
-        for (field, v) in [("zipkin.flush_interval", z.flush_interval), ("zipkin.timeout", z.timeout)] {
+        for (field, v) in [("flush_interval", z.flush_interval), ("timeout", z.timeout)] {
             if v.get().is_zero() {
-                return Err(PluginConfigError::new(field, "must be longer than 0"));
+                return Err(PluginConfigError::new(format!("{key}.{field}"), "must be longer than 0"));
             }
+        }
+        let mut headers = http::HeaderMap::new();
+        for (name, value) in &z.headers {
+            let (Ok(n), Ok(v)) = (http::HeaderName::from_bytes(name.as_bytes()), http::HeaderValue::from_str(value))
+            else {
+                return Err(PluginConfigError::new(
+                    format!("{key}.headers.{name}"),
+                    "not a valid header name and value",
+                ));
+            };
+            headers.append(n, v);
         }
         let settings = Settings {
+            protocol,
             batch_size: z.batch_size,
             flush_interval: z.flush_interval.get(),
             queue: z.queue,
             timeout: z.timeout.get(),
+            headers,
         };
         let read = Forms::read_by(&c.propagation);
         let inject = match &c.inject {
@@ -165,7 +196,7 @@ impl PluginFactory for Factory {
             serde_json::Value::Array(items) => Inject::Always(forms("inject", items.iter().map(|v| v.as_str()))?),
             _ => return Err(PluginConfigError::new("inject", "`preserve`, or a list of forms: b3, b3-single, w3c")),
         };
-        let tx = export::exporter(&z.url, settings).map_err(|m| PluginConfigError::new("zipkin.url", m))?;
+        let tx = export::exporter(&z.url, settings).map_err(|m| PluginConfigError::new(format!("{key}.url"), m))?;
         let mut formats = c.propagation;
         formats.dedup();
         Ok(Built::Plugin(Arc::new(Tracing {

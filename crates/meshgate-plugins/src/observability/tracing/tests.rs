@@ -56,7 +56,18 @@ fn upstream_parts(cx: &RequestCtx) -> http::request::Parts {
 #[test]
 fn config_errors() {
     let err = |v| plugin(&Factory, v).err().unwrap().to_string();
-    assert!(err(json!({})).contains("missing field `zipkin`"));
+    assert_eq!(err(json!({})), "zipkin: name a collector: `zipkin` (Zipkin v2) or `otlp` (OTLP/HTTP)");
+    let both = json!({"zipkin": {"url": "http://c/api/v2/spans"}, "otlp": {"url": "http://c/v1/traces"}});
+    assert_eq!(err(both), "otlp: name one collector, `zipkin` or `otlp`");
+    assert_eq!(
+        err(json!({"otlp": {"url": "http://c/v1/traces", "batch_size": 0}})),
+        "otlp.batch_size: must be at least 1"
+    );
+    assert_eq!(
+        err(json!({"otlp": {"url": "http://c/v1/traces", "headers": {"bad name": "x"}}})),
+        "otlp.headers.bad name: not a valid header name and value"
+    );
+    assert!(plugin(&Factory, json!({"otlp": {"url": "http://c/v1/traces", "headers": {"api-key": "k"}}})).is_ok());
     assert!(err(json!({"zipkin": {}})).contains("missing field `url`"));
     let url = "http://127.0.0.1:9/api/v2/spans";
     assert_eq!(err(json!({"zipkin": {"url": url}, "sampling": 1.5})), "sampling: must be between 0 and 1");

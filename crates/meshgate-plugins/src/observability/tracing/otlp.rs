@@ -1,0 +1,304 @@
+//! A traced request's spans as OTLP/HTTP JSON (`ExportTraceServiceRequest`, `POST /v1/traces`),
+//! for OpenTelemetry collectors and the vendors that take OTLP.
+//!
+//! A batch is `{"resourceSpans":[…]}` with one entry per [`Record`]: the gateway's service name
+//! is the resource (`service.name`), and a record's spans (the SERVER span, then a CLIENT span
+//! per call) are one scope's. Ids are lower-case hex (OTLP's JSON rule, not protobuf's base64),
+//! times are nanoseconds written as strings (int64 in protobuf's JSON mapping), attribute names
+//! are OpenTelemetry's HTTP semantic conventions, plus the `meshgate.*` ones the Zipkin spans
+//! carry. Written by hand, as the Zipkin JSON is, and for the same reason (see [`span`]).
+//!
+//! [`span`]: super::span
+
+use super::span::{Call, Record};
+use crate::observability::json::{hex_digits, hex16, lower_string, number, string, utf8_string};
+use std::borrow::Cow;
+
+/// `SPAN_KIND_SERVER` and `SPAN_KIND_CLIENT`.
+const SERVER: u8 = 2;
+const CLIENT: u8 = 3;
+
+/// What opens and closes a batch of records, and what separates two of them.
+pub const BATCH_START: &[u8] = b"{\"resourceSpans\":[";
+/// See [`BATCH_START`].
+pub const BATCH_END: &[u8] = b"]}";
+
+/// One record as a `ResourceSpans` object.
+pub fn record(r: &Record, out: &mut Vec<u8>) {
+    out.extend_from_slice(b"{\"resource\":{\"attributes\":[");
+    attr_str(out, "service.name", &r.local_service, true);
+    out.extend_from_slice(b"]},\"scopeSpans\":[{\"scope\":{\"name\":\"meshgate\",\"version\":\"");
+    out.extend_from_slice(env!("CARGO_PKG_VERSION").as_bytes());
+    out.extend_from_slice(b"\"},\"spans\":[");
+
+    // Short (64-bit) B3 trace ids are the low half of a 128-bit one, as OTLP wants 32 digits.
+    let trace = hex_digits(r.trace_id.value);
+    let s = &r.server;
+    let server_id = hex16(s.id);
+    let name: &str = s.route.as_ref().map_or(r.method.as_str(), |route| &*route.name);
+    head(out, &trace, &server_id, s.parent_id.map(hex16).as_ref(), name, SERVER, s.timestamp, s.duration);
+    method_and_path(out, r.method.as_str(), r.path.as_bytes());
+    if let Some(route) = &s.route {
+        attr_str(out, "meshgate.route", &route.name, false);
+        attr_str(out, "meshgate.service", &route.service, false);
+    }
+    for (k, v) in &s.tags {
+        attr_str(out, k, v, false);
+    }
+    tail(out, s.status, None);
+
+    for c in &r.calls {
+        out.push(b',');
+        let method = c.method.as_ref().unwrap_or(&r.method).as_str();
+        let id = hex16(c.id);
+        head(out, &trace, &id, Some(&server_id), method, CLIENT, c.timestamp, c.duration);
+        method_and_path(out, method, c.path.as_ref().unwrap_or(&r.path).as_bytes());
+        peer(out, c);
+        let error = if c.retried { Some(Cow::Borrowed("retried")) } else { c.error.as_deref().map(Cow::Borrowed) };
+        tail(out, c.status, error);
+    }
+    out.extend_from_slice(b"]}]}");
+}
+
+/// A span's ids, name, kind and times, up to its first attribute.
+#[allow(clippy::too_many_arguments)] // one call per kind of span, each naming every part
+fn head(
+    out: &mut Vec<u8>,
+    trace: &[u8; 32],
+    id: &[u8; 16],
+    parent: Option<&[u8; 16]>,
+    name: &str,
+    kind: u8,
+    start_us: u64,
+    duration_us: u64,
+) {
+    out.extend_from_slice(b"{\"traceId\":\"");
+    out.extend_from_slice(trace);
+    out.extend_from_slice(b"\",\"spanId\":\"");
+    out.extend_from_slice(id);
+    if let Some(p) = parent {
+        out.extend_from_slice(b"\",\"parentSpanId\":\"");
+        out.extend_from_slice(p);
+    }
+    out.extend_from_slice(b"\",\"name\":");
+    string(out, name);
+    out.extend_from_slice(b",\"kind\":");
+    number(out, kind.into());
+    out.extend_from_slice(b",\"startTimeUnixNano\":\"");
+    nanos(out, start_us);
+    out.extend_from_slice(b"\",\"endTimeUnixNano\":\"");
+    nanos(out, start_us + duration_us);
+    out.extend_from_slice(b"\",\"attributes\":[");
+}
+
+/// Microseconds as nanoseconds: the digits and three zeros (no multiplication to overflow).
+fn nanos(out: &mut Vec<u8>, us: u64) {
+    number(out, us);
+    out.extend_from_slice(b"000");
+}
+
+/// The attributes every span has: `http.request.method` and `url.path` (never the query).
+fn method_and_path(out: &mut Vec<u8>, method: &str, path: &[u8]) {
+    attr_str(out, "http.request.method", method, true);
+    out.extend_from_slice(b",{\"key\":\"url.path\",\"value\":{\"stringValue\":");
+    utf8_string(out, path);
+    out.extend_from_slice(b"}}");
+}
+
+/// A CLIENT span's other end: `server.address`, `server.port` (from the target's `host:port`),
+/// `peer.service` (in lower case, like `service.name` and the Zipkin spans' service names) and
+/// `meshgate.backend`.
+fn peer(out: &mut Vec<u8>, c: &Call) {
+    let (host, port) = match c.remote.rsplit_once(':') {
+        Some((h, p)) => (h.trim_start_matches('[').trim_end_matches(']'), p.parse::<u16>().ok()),
+        None => (&*c.remote, None),
+    };
+    attr_str(out, "server.address", host, false);
+    if let Some(port) = port {
+        attr_int(out, "server.port", port.into());
+    }
+    if let Some(s) = &c.remote_service {
+        out.extend_from_slice(b",{\"key\":\"peer.service\",\"value\":{\"stringValue\":");
+        lower_string(out, s);
+        out.extend_from_slice(b"}}");
+    }
+    if let Some(b) = &c.backend {
+        attr_str(out, "meshgate.backend", b, false);
+    }
+}
+
+/// The status attribute and the span's `status`, and its end. As in the Zipkin spans, a span is
+/// an error when it was retried, failed for a reason of its own, or answered 5xx.
+fn tail(out: &mut Vec<u8>, status: Option<u16>, error: Option<Cow<'_, str>>) {
+    if let Some(code) = status {
+        attr_int(out, "http.response.status_code", code.into());
+    }
+    let error = error.or_else(|| status.filter(|s| *s >= 500).map(|s| Cow::Owned(s.to_string())));
+    if let Some(e) = &error {
+        attr_str(out, "error.type", e, false);
+    }
+    out.push(b']');
+    if let Some(e) = error {
+        // STATUS_CODE_ERROR.
+        out.extend_from_slice(b",\"status\":{\"code\":2,\"message\":");
+        string(out, &e);
+        out.push(b'}');
+    }
+    out.push(b'}');
+}
+
+/// A string attribute, preceded by a comma unless `first`.
+fn attr_str(out: &mut Vec<u8>, key: &str, value: &str, first: bool) {
+    if !first {
+        out.push(b',');
+    }
+    out.extend_from_slice(b"{\"key\":");
+    string(out, key);
+    out.extend_from_slice(b",\"value\":{\"stringValue\":");
+    string(out, value);
+    out.extend_from_slice(b"}}");
+}
+
+/// An integer attribute (int64: a string in JSON).
+fn attr_int(out: &mut Vec<u8>, key: &str, value: u64) {
+    out.extend_from_slice(b",{\"key\":");
+    string(out, key);
+    out.extend_from_slice(b",\"value\":{\"intValue\":\"");
+    number(out, value);
+    out.extend_from_slice(b"\"}}");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::span::{Path, Server};
+    use super::*;
+    use meshgate_core::{RouteInfo, TraceId};
+    use serde_json::{Value, json};
+
+    fn call(remote: &str) -> Call {
+        Call {
+            id: 0x00f067aa0ba902b7,
+            method: None,
+            path: None,
+            timestamp: 1_764_134_400_000_100,
+            duration: 1500,
+            remote: remote.into(),
+            remote_service: Some("Orders".into()),
+            backend: None,
+            error: None,
+            status: Some(200),
+            retried: false,
+        }
+    }
+
+    fn sample(calls: Vec<Call>) -> Record {
+        Record {
+            trace_id: TraceId { value: 0xa3ce929d0e0e4736, short: true },
+            debug: false,
+            local_service: "edge".into(),
+            method: http::Method::GET,
+            path: Path::of(&"/v1/orders?secret=1".parse().unwrap()),
+            server: Server {
+                id: 0x1234,
+                parent_id: Some(0x99),
+                route: Some(RouteInfo { name: "orders-api".into(), service: "Orders".into() }),
+                timestamp: 1_764_134_400_000_000,
+                duration: 2000,
+                status: Some(503),
+                tags: vec![("meshgate.transform.request", "transformed".into())],
+            },
+            calls: calls.into(),
+        }
+    }
+
+    /// Records as one batch, parsed.
+    fn batch(records: &[Record]) -> Value {
+        let mut out = BATCH_START.to_vec();
+        for (i, r) in records.iter().enumerate() {
+            if i > 0 {
+                out.push(b',');
+            }
+            record(r, &mut out);
+        }
+        out.extend_from_slice(BATCH_END);
+        serde_json::from_slice(&out).unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out)))
+    }
+
+    /// `[{key, value}]` as a map of key to value.
+    fn attrs(span: &Value) -> serde_json::Map<String, Value> {
+        span["attributes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|a| (a["key"].as_str().unwrap().to_owned(), a["value"].clone()))
+            .collect()
+    }
+
+    #[test]
+    fn otlp_json() {
+        let retried = Call { retried: true, status: Some(502), ..call("10.0.0.5:8080") };
+        let backend = Call {
+            backend: Some("user".into()),
+            error: Some("timed out".into()),
+            method: Some(http::Method::POST),
+            path: Some(Path::of(&"/users/7".parse().unwrap())),
+            status: None,
+            remote_service: None,
+            ..call("[::1]:81")
+        };
+        let v = batch(&[sample(vec![retried, call("svc.local:9"), backend]), sample(Vec::new())]);
+        let resources = v["resourceSpans"].as_array().unwrap();
+        assert_eq!(resources.len(), 2, "one entry per request");
+        let r = &resources[0];
+        assert_eq!(r["resource"]["attributes"], json!([{"key": "service.name", "value": {"stringValue": "edge"}}]));
+        let scope = &r["scopeSpans"][0];
+        assert_eq!(scope["scope"]["name"], "meshgate");
+        let spans = scope["spans"].as_array().unwrap();
+        assert_eq!(spans.len(), 4);
+
+        let server = &spans[0];
+        assert_eq!(server["traceId"], "0000000000000000a3ce929d0e0e4736", "64-bit ids padded to 32 digits");
+        assert_eq!(
+            (&server["spanId"], &server["parentSpanId"]),
+            (&json!("0000000000001234"), &json!("0000000000000099"))
+        );
+        assert_eq!((&server["name"], &server["kind"]), (&json!("orders-api"), &json!(2)));
+        assert_eq!(server["startTimeUnixNano"], "1764134400000000000");
+        assert_eq!(server["endTimeUnixNano"], "1764134400002000000");
+        let a = attrs(server);
+        assert_eq!(a["http.request.method"], json!({"stringValue": "GET"}));
+        assert_eq!(a["url.path"], json!({"stringValue": "/v1/orders"}), "never the query");
+        assert_eq!(a["http.response.status_code"], json!({"intValue": "503"}));
+        assert_eq!(a["meshgate.route"], json!({"stringValue": "orders-api"}));
+        assert_eq!(a["meshgate.service"], json!({"stringValue": "Orders"}));
+        assert_eq!(a["meshgate.transform.request"], json!({"stringValue": "transformed"}));
+        assert_eq!(server["status"], json!({"code": 2, "message": "503"}));
+        assert_eq!(a["error.type"], json!({"stringValue": "503"}));
+
+        for c in &spans[1..] {
+            assert_eq!(
+                (&c["traceId"], &c["parentSpanId"], &c["kind"]),
+                (&server["traceId"], &server["spanId"], &json!(3))
+            );
+        }
+        let (retried, named, backend) = (&spans[1], &spans[2], &spans[3]);
+        assert_eq!((&retried["name"], &retried["status"]), (&json!("GET"), &json!({"code": 2, "message": "retried"})));
+        let a = attrs(retried);
+        assert_eq!(
+            (&a["server.address"], &a["server.port"], &a["peer.service"]),
+            (&json!({"stringValue": "10.0.0.5"}), &json!({"intValue": "8080"}), &json!({"stringValue": "orders"}))
+        );
+        assert_eq!(named.get("status"), None, "a 200 is no error");
+        assert_eq!(attrs(named)["server.address"], json!({"stringValue": "svc.local"}));
+        let a = attrs(backend);
+        assert_eq!((&backend["name"], &backend["status"]["message"]), (&json!("POST"), &json!("timed out")));
+        assert_eq!(
+            (&a["server.address"], &a["url.path"], &a["meshgate.backend"]),
+            (&json!({"stringValue": "::1"}), &json!({"stringValue": "/users/7"}), &json!({"stringValue": "user"}))
+        );
+        assert!(a.get("http.response.status_code").is_none() && a.get("peer.service").is_none());
+
+        let root = &resources[1]["scopeSpans"][0]["spans"];
+        assert_eq!(root.as_array().unwrap().len(), 1, "a request without calls: its server span only");
+    }
+}
