@@ -121,14 +121,15 @@ struct Poster {
     rt: tokio::runtime::Runtime,
     client: Client<HttpsConnector<HttpConnector>, Full<Bytes>>,
     settings: Settings,
-    encoder: span::Encoder,
+    zipkin: span::Encoder,
+    otlp: otlp::Encoder,
 }
 
 impl Poster {
     fn new(url: Uri, https: HttpsConnector<HttpConnector>, settings: Settings) -> std::io::Result<Poster> {
         let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
         let client = rt.block_on(async { Client::builder(TokioExecutor::new()).build(https) });
-        Ok(Poster { url, rt, client, settings, encoder: span::Encoder::default() })
+        Ok(Poster { url, rt, client, settings, zipkin: span::Encoder::default(), otlp: otlp::Encoder::default() })
     }
 
     /// Posts what waits, about `batch_size` spans at a time (a request's spans are never
@@ -148,8 +149,8 @@ impl Poster {
                     body.push(b',');
                 }
                 match self.settings.protocol {
-                    Protocol::Zipkin => self.encoder.record(&record, &mut body),
-                    Protocol::Otlp => otlp::record(&record, &mut body),
+                    Protocol::Zipkin => self.zipkin.record(&record, &mut body),
+                    Protocol::Otlp => self.otlp.record(&record, &mut body),
                 }
                 n += spans(&record);
             }

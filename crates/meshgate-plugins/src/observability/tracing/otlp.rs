@@ -10,132 +10,115 @@
 //!
 //! [`span`]: super::span
 
-use super::span::{Call, Record};
+use super::span::{Blocks, Ends, Record};
 use crate::observability::json::{hex_digits, hex16, lower_string, number, string, utf8_string};
 use std::borrow::Cow;
-
-/// `SPAN_KIND_SERVER` and `SPAN_KIND_CLIENT`.
-const SERVER: u8 = 2;
-const CLIENT: u8 = 3;
 
 /// What opens and closes a batch of records, and what separates two of them.
 pub const BATCH_START: &[u8] = b"{\"resourceSpans\":[";
 /// See [`BATCH_START`].
 pub const BATCH_END: &[u8] = b"]}";
 
-/// One record as a `ResourceSpans` object.
-pub fn record(r: &Record, out: &mut Vec<u8>) {
-    out.extend_from_slice(b"{\"resource\":{\"attributes\":[");
-    attr_str(out, "service.name", &r.local_service, true);
-    out.extend_from_slice(b"]},\"scopeSpans\":[{\"scope\":{\"name\":\"meshgate\",\"version\":\"");
-    out.extend_from_slice(env!("CARGO_PKG_VERSION").as_bytes());
-    out.extend_from_slice(b"\"},\"spans\":[");
-
-    // Short (64-bit) B3 trace ids are the low half of a 128-bit one, as OTLP wants 32 digits.
-    let trace = hex_digits(r.trace_id.value);
-    let s = &r.server;
-    let server_id = hex16(s.id);
-    let name: &str = s.route.as_ref().map_or(r.method.as_str(), |route| &*route.name);
-    head(out, &trace, &server_id, s.parent_id.map(hex16).as_ref(), name, SERVER, s.timestamp, s.duration);
-    method_and_path(out, r.method.as_str(), r.path.as_bytes());
-    if let Some(route) = &s.route {
-        attr_str(out, "meshgate.route", &route.name, false);
-        attr_str(out, "meshgate.service", &route.service, false);
-    }
-    for (k, v) in &s.tags {
-        attr_str(out, k, v, false);
-    }
-    tail(out, s.status, None);
-
-    for c in &r.calls {
-        out.push(b',');
-        let method = c.method.as_ref().unwrap_or(&r.method).as_str();
-        let id = hex16(c.id);
-        head(out, &trace, &id, Some(&server_id), method, CLIENT, c.timestamp, c.duration);
-        method_and_path(out, method, c.path.as_ref().unwrap_or(&r.path).as_bytes());
-        peer(out, c);
-        let error = if c.retried { Some(Cow::Borrowed("retried")) } else { c.error.as_deref().map(Cow::Borrowed) };
-        tail(out, c.status, error);
-    }
-    out.extend_from_slice(b"]}]}");
+/// Writes records as OTLP JSON. As for Zipkin, what spans of one route and target share (name,
+/// kind and most attributes) is written once and kept for the next span that shares it.
+#[derive(Default)]
+pub struct Encoder {
+    blocks: Blocks,
 }
 
-/// A span's ids, name, kind and times, up to its first attribute.
-#[allow(clippy::too_many_arguments)] // one call per kind of span, each naming every part
-fn head(
-    out: &mut Vec<u8>,
-    trace: &[u8; 32],
-    id: &[u8; 16],
-    parent: Option<&[u8; 16]>,
-    name: &str,
-    kind: u8,
-    start_us: u64,
-    duration_us: u64,
-) {
-    out.extend_from_slice(b"{\"traceId\":\"");
-    out.extend_from_slice(trace);
-    out.extend_from_slice(b"\",\"spanId\":\"");
-    out.extend_from_slice(id);
-    if let Some(p) = parent {
-        out.extend_from_slice(b"\",\"parentSpanId\":\"");
-        out.extend_from_slice(p);
+impl Encoder {
+    /// One record as a `ResourceSpans` object.
+    pub fn record(&mut self, r: &Record, out: &mut Vec<u8>) {
+        out.extend_from_slice(b"{\"resource\":{\"attributes\":[{\"key\":\"service.name\",\"value\":{\"stringValue\":");
+        string(out, &r.local_service);
+        out.extend_from_slice(b"}}]},\"scopeSpans\":[{\"scope\":{\"name\":\"meshgate\",\"version\":\"");
+        out.extend_from_slice(env!("CARGO_PKG_VERSION").as_bytes());
+        out.extend_from_slice(b"\"},\"spans\":[{");
+
+        // Short (64-bit) B3 trace ids are the low half of a 128-bit one: OTLP wants 32 digits.
+        let trace = hex_digits(r.trace_id.value);
+        let s = &r.server;
+        let server_id = hex16(s.id);
+        out.extend_from_slice(self.blocks.get(&Ends::server(r), block));
+        path(out, r.path.as_bytes());
+        for (k, v) in &s.tags {
+            out.extend_from_slice(b",{\"key\":");
+            string(out, k);
+            out.extend_from_slice(b",\"value\":{\"stringValue\":");
+            string(out, v);
+            out.extend_from_slice(b"}}");
+        }
+        outcome(out, s.status, None);
+        ids_and_times(out, &trace, &server_id, s.parent_id.map(hex16).as_ref(), s.timestamp, s.duration);
+
+        for c in &r.calls {
+            out.extend_from_slice(b",{");
+            out.extend_from_slice(self.blocks.get(&Ends::client(r, c), block));
+            path(out, c.path.as_ref().unwrap_or(&r.path).as_bytes());
+            let error = if c.retried { Some(Cow::Borrowed("retried")) } else { c.error.as_deref().map(Cow::Borrowed) };
+            outcome(out, c.status, error);
+            ids_and_times(out, &trace, &hex16(c.id), Some(&server_id), c.timestamp, c.duration);
+        }
+        out.extend_from_slice(b"]}]}");
     }
-    out.extend_from_slice(b"\",\"name\":");
-    string(out, name);
-    out.extend_from_slice(b",\"kind\":");
-    number(out, kind.into());
-    out.extend_from_slice(b",\"startTimeUnixNano\":\"");
-    nanos(out, start_us);
-    out.extend_from_slice(b"\",\"endTimeUnixNano\":\"");
-    nanos(out, start_us + duration_us);
-    out.extend_from_slice(b"\",\"attributes\":[");
 }
 
-/// Microseconds as nanoseconds: the digits and three zeros (no multiplication to overflow).
-fn nanos(out: &mut Vec<u8>, us: u64) {
-    number(out, us);
-    out.extend_from_slice(b"000");
+/// A span's shared block: its name and kind, and its attributes up to `url.path`:
+/// `http.request.method`; on a SERVER span `meshgate.route` and `meshgate.service`; on a CLIENT
+/// span `server.address`, `server.port`, `peer.service` (in lower case, like `service.name` and
+/// the Zipkin spans' service names) and `meshgate.backend`.
+fn block(e: &Ends<'_>, out: &mut Vec<u8>) {
+    out.extend_from_slice(b"\"name\":");
+    match e.route {
+        Some(r) => string(out, &r.name),
+        None => string(out, e.method.as_str()),
+    }
+    // SPAN_KIND_SERVER and SPAN_KIND_CLIENT.
+    out.extend_from_slice(if e.server { b",\"kind\":2,\"attributes\":[" } else { b",\"kind\":3,\"attributes\":[" });
+    out.extend_from_slice(b"{\"key\":\"http.request.method\",\"value\":{\"stringValue\":");
+    string(out, e.method.as_str());
+    out.extend_from_slice(b"}}");
+    if let Some(r) = e.route {
+        attr(out, "meshgate.route", &r.name);
+        attr(out, "meshgate.service", &r.service);
+    }
+    if let Some(target) = e.remote {
+        let (host, port) = match target.rsplit_once(':') {
+            Some((h, p)) => (h.trim_start_matches('[').trim_end_matches(']'), p.parse::<u16>().ok()),
+            None => (&**target, None),
+        };
+        attr(out, "server.address", host);
+        if let Some(port) = port {
+            attr_int(out, "server.port", port.into());
+        }
+    }
+    if let Some(s) = e.remote_service {
+        out.extend_from_slice(b",{\"key\":\"peer.service\",\"value\":{\"stringValue\":");
+        lower_string(out, s);
+        out.extend_from_slice(b"}}");
+    }
+    if let Some(b) = e.backend {
+        attr(out, "meshgate.backend", b);
+    }
 }
 
-/// The attributes every span has: `http.request.method` and `url.path` (never the query).
-fn method_and_path(out: &mut Vec<u8>, method: &str, path: &[u8]) {
-    attr_str(out, "http.request.method", method, true);
+/// The `url.path` attribute (never the query).
+fn path(out: &mut Vec<u8>, path: &[u8]) {
     out.extend_from_slice(b",{\"key\":\"url.path\",\"value\":{\"stringValue\":");
     utf8_string(out, path);
     out.extend_from_slice(b"}}");
 }
 
-/// A CLIENT span's other end: `server.address`, `server.port` (from the target's `host:port`),
-/// `peer.service` (in lower case, like `service.name` and the Zipkin spans' service names) and
-/// `meshgate.backend`.
-fn peer(out: &mut Vec<u8>, c: &Call) {
-    let (host, port) = match c.remote.rsplit_once(':') {
-        Some((h, p)) => (h.trim_start_matches('[').trim_end_matches(']'), p.parse::<u16>().ok()),
-        None => (&*c.remote, None),
-    };
-    attr_str(out, "server.address", host, false);
-    if let Some(port) = port {
-        attr_int(out, "server.port", port.into());
-    }
-    if let Some(s) = &c.remote_service {
-        out.extend_from_slice(b",{\"key\":\"peer.service\",\"value\":{\"stringValue\":");
-        lower_string(out, s);
-        out.extend_from_slice(b"}}");
-    }
-    if let Some(b) = &c.backend {
-        attr_str(out, "meshgate.backend", b, false);
-    }
-}
-
-/// The status attribute and the span's `status`, and its end. As in the Zipkin spans, a span is
-/// an error when it was retried, failed for a reason of its own, or answered 5xx.
-fn tail(out: &mut Vec<u8>, status: Option<u16>, error: Option<Cow<'_, str>>) {
+/// The status attribute, the end of the attributes, and the span's `status`. As in the Zipkin
+/// spans, a span is an error when it was retried, failed for a reason of its own, or answered
+/// 5xx; the reason is also its `error.type`.
+fn outcome(out: &mut Vec<u8>, status: Option<u16>, error: Option<Cow<'_, str>>) {
     if let Some(code) = status {
         attr_int(out, "http.response.status_code", code.into());
     }
     let error = error.or_else(|| status.filter(|s| *s >= 500).map(|s| Cow::Owned(s.to_string())));
     if let Some(e) = &error {
-        attr_str(out, "error.type", e, false);
+        attr(out, "error.type", e);
     }
     out.push(b']');
     if let Some(e) = error {
@@ -144,33 +127,59 @@ fn tail(out: &mut Vec<u8>, status: Option<u16>, error: Option<Cow<'_, str>>) {
         string(out, &e);
         out.push(b'}');
     }
-    out.push(b'}');
 }
 
-/// A string attribute, preceded by a comma unless `first`.
-fn attr_str(out: &mut Vec<u8>, key: &str, value: &str, first: bool) {
-    if !first {
-        out.push(b',');
+/// A span's ids and times (nanoseconds, as strings: int64 in protobuf's JSON mapping), and its end.
+fn ids_and_times(
+    out: &mut Vec<u8>,
+    trace: &[u8; 32],
+    id: &[u8; 16],
+    parent: Option<&[u8; 16]>,
+    start_us: u64,
+    duration_us: u64,
+) {
+    out.extend_from_slice(b",\"traceId\":\"");
+    out.extend_from_slice(trace);
+    out.extend_from_slice(b"\",\"spanId\":\"");
+    out.extend_from_slice(id);
+    if let Some(p) = parent {
+        out.extend_from_slice(b"\",\"parentSpanId\":\"");
+        out.extend_from_slice(p);
     }
-    out.extend_from_slice(b"{\"key\":");
-    string(out, key);
-    out.extend_from_slice(b",\"value\":{\"stringValue\":");
+    out.extend_from_slice(b"\",\"startTimeUnixNano\":\"");
+    nanos(out, start_us);
+    out.extend_from_slice(b"\",\"endTimeUnixNano\":\"");
+    nanos(out, start_us + duration_us);
+    out.extend_from_slice(b"\"}");
+}
+
+/// Microseconds as nanoseconds: the digits and three zeros (no multiplication to overflow).
+fn nanos(out: &mut Vec<u8>, us: u64) {
+    number(out, us);
+    out.extend_from_slice(b"000");
+}
+
+/// A string attribute after another; `key` is a constant that needs no escaping.
+fn attr(out: &mut Vec<u8>, key: &str, value: &str) {
+    out.extend_from_slice(b",{\"key\":\"");
+    out.extend_from_slice(key.as_bytes());
+    out.extend_from_slice(b"\",\"value\":{\"stringValue\":");
     string(out, value);
     out.extend_from_slice(b"}}");
 }
 
-/// An integer attribute (int64: a string in JSON).
+/// An integer attribute after another (int64: a string in JSON); `key` as for [`attr`].
 fn attr_int(out: &mut Vec<u8>, key: &str, value: u64) {
-    out.extend_from_slice(b",{\"key\":");
-    string(out, key);
-    out.extend_from_slice(b",\"value\":{\"intValue\":\"");
+    out.extend_from_slice(b",{\"key\":\"");
+    out.extend_from_slice(key.as_bytes());
+    out.extend_from_slice(b"\",\"value\":{\"intValue\":\"");
     number(out, value);
     out.extend_from_slice(b"\"}}");
 }
 
 #[cfg(test)]
 mod tests {
-    use super::super::span::{Path, Server};
+    use super::super::span::{Call, Path, Server};
     use super::*;
     use meshgate_core::{RouteInfo, TraceId};
     use serde_json::{Value, json};
@@ -214,11 +223,12 @@ mod tests {
     /// Records as one batch, parsed.
     fn batch(records: &[Record]) -> Value {
         let mut out = BATCH_START.to_vec();
+        let mut encoder = Encoder::default();
         for (i, r) in records.iter().enumerate() {
             if i > 0 {
                 out.push(b',');
             }
-            record(r, &mut out);
+            encoder.record(r, &mut out);
         }
         out.extend_from_slice(BATCH_END);
         serde_json::from_slice(&out).unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out)))
@@ -246,9 +256,11 @@ mod tests {
             remote_service: None,
             ..call("[::1]:81")
         };
-        let v = batch(&[sample(vec![retried, call("svc.local:9"), backend]), sample(Vec::new())]);
+        let first = sample(vec![retried, call("svc.local:9"), backend]);
+        let v = batch(&[first.clone(), sample(Vec::new()), first]);
         let resources = v["resourceSpans"].as_array().unwrap();
-        assert_eq!(resources.len(), 2, "one entry per request");
+        assert_eq!(resources.len(), 3, "one entry per request");
+        assert_eq!(resources[0], resources[2], "the blocks kept from the first are the same");
         let r = &resources[0];
         assert_eq!(r["resource"]["attributes"], json!([{"key": "service.name", "value": {"stringValue": "edge"}}]));
         let scope = &r["scopeSpans"][0];

@@ -1,4 +1,5 @@
-//! A traced request's finished spans and their Zipkin v2 JSON.
+//! A traced request's finished spans and their Zipkin v2 JSON (and the blocks of JSON spans of
+//! one route and target share, kept for the OTLP encoder too).
 //!
 //! A sampled request's spans are recorded on its thread as one plain value, a [`Record`] (ids
 //! as numbers, names as shared strings: no formatting, a few reference counts), queued once,
@@ -105,26 +106,76 @@ impl Path {
 /// escape, parsing a target's address) was most of a span's cost.
 #[derive(Default)]
 pub struct Encoder {
-    /// The shared block of the last SERVER span and of the last CLIENT span.
+    blocks: Blocks,
+}
+
+/// The shared block of the last SERVER span and of the last CLIENT span an encoder wrote.
+#[derive(Default)]
+pub(super) struct Blocks {
     server: Option<Shared>,
     client: Option<Shared>,
 }
 
-/// What a span's shared block is made of.
-struct Ends<'a> {
-    server: bool,
-    /// A SERVER span's route (a CLIENT span names none).
-    route: Option<&'a RouteInfo>,
-    method: &'a http::Method,
-    local: &'a Arc<str>,
-    remote: Option<&'a Arc<str>>,
-    remote_service: Option<&'a Arc<str>>,
-    backend: Option<&'a Arc<str>>,
+impl Blocks {
+    /// The block for a span made of `ends`: the kept one if it fits, else a new one from `write`.
+    pub(super) fn get(&mut self, ends: &Ends<'_>, write: fn(&Ends<'_>, &mut Vec<u8>)) -> &[u8] {
+        let kept = if ends.server { &mut self.server } else { &mut self.client };
+        match kept {
+            Some(shared) if shared.fits(ends) => {}
+            _ => *kept = Some(Shared::of(ends, write)),
+        }
+        kept.as_ref().map_or(&[], |k| &k.json)
+    }
 }
 
-/// A shared block and its JSON, from `"kind"` to the first tag. The values are held (not just
-/// compared by address) so that an address cannot be reused by another string while the block
-/// is kept.
+/// What a span's shared block is made of.
+pub(super) struct Ends<'a> {
+    /// A SERVER span (else a CLIENT one).
+    pub server: bool,
+    /// A SERVER span's route (a CLIENT span names none).
+    pub route: Option<&'a RouteInfo>,
+    /// The method of the request, or of the call.
+    pub method: &'a http::Method,
+    /// The gateway's service name.
+    pub local: &'a Arc<str>,
+    /// A CLIENT span's target.
+    pub remote: Option<&'a Arc<str>>,
+    /// A CLIENT span's service.
+    pub remote_service: Option<&'a Arc<str>>,
+    /// A CLIENT span's aggregation backend.
+    pub backend: Option<&'a Arc<str>>,
+}
+
+impl<'a> Ends<'a> {
+    /// A record's SERVER span.
+    pub fn server(r: &'a Record) -> Ends<'a> {
+        Ends {
+            server: true,
+            route: r.server.route.as_ref(),
+            method: &r.method,
+            local: &r.local_service,
+            remote: None,
+            remote_service: None,
+            backend: None,
+        }
+    }
+
+    /// The CLIENT span of call `c` of record `r`.
+    pub fn client(r: &'a Record, c: &'a Call) -> Ends<'a> {
+        Ends {
+            server: false,
+            route: None,
+            method: c.method.as_ref().unwrap_or(&r.method),
+            local: &r.local_service,
+            remote: Some(&c.remote),
+            remote_service: c.remote_service.as_ref(),
+            backend: c.backend.as_ref(),
+        }
+    }
+}
+
+/// A shared block and its JSON. The values are held (not just compared by address) so that an
+/// address cannot be reused by another string while the block is kept.
 struct Shared {
     route: Option<RouteInfo>,
     method: http::Method,
@@ -160,37 +211,10 @@ impl Shared {
             && same(self.backend.as_ref(), e.backend)
     }
 
-    /// The block for a span made of `e`.
-    fn of(e: &Ends<'_>) -> Shared {
-        let mut out = Vec::with_capacity(256);
-        out.extend_from_slice(if e.server {
-            b"\"kind\":\"SERVER\",\"name\":"
-        } else {
-            b"\"kind\":\"CLIENT\",\"name\":"
-        });
-        match e.route {
-            Some(r) => string(&mut out, &r.name),
-            None => method(&mut out, e.method, true),
-        }
-        out.extend_from_slice(b",\"localEndpoint\":{\"serviceName\":");
-        string(&mut out, e.local);
-        out.push(b'}');
-        if let Some(target) = e.remote {
-            out.extend_from_slice(b",\"remoteEndpoint\":");
-            endpoint(&mut out, target, e.remote_service.map(|s| &**s));
-        }
-        out.extend_from_slice(b",\"tags\":{\"http.method\":");
-        method(&mut out, e.method, false);
-        if let Some(r) = e.route {
-            out.extend_from_slice(b",\"meshgate.route\":");
-            string(&mut out, &r.name);
-            out.extend_from_slice(b",\"meshgate.service\":");
-            string(&mut out, &r.service);
-        }
-        if let Some(b) = e.backend {
-            out.extend_from_slice(b",\"meshgate.backend\":");
-            string(&mut out, b);
-        }
+    /// The block for a span made of `e`, written by `write`.
+    fn of(e: &Ends<'_>, write: fn(&Ends<'_>, &mut Vec<u8>)) -> Shared {
+        let mut json = Vec::with_capacity(256);
+        write(e, &mut json);
         Shared {
             route: e.route.cloned(),
             method: e.method.clone(),
@@ -198,8 +222,36 @@ impl Shared {
             remote: e.remote.cloned(),
             remote_service: e.remote_service.cloned(),
             backend: e.backend.cloned(),
-            json: out,
+            json,
         }
+    }
+}
+
+/// A Zipkin span's shared block: from `"kind"` to the first tag.
+fn zipkin_block(e: &Ends<'_>, out: &mut Vec<u8>) {
+    out.extend_from_slice(if e.server { b"\"kind\":\"SERVER\",\"name\":" } else { b"\"kind\":\"CLIENT\",\"name\":" });
+    match e.route {
+        Some(r) => string(out, &r.name),
+        None => method(out, e.method, true),
+    }
+    out.extend_from_slice(b",\"localEndpoint\":{\"serviceName\":");
+    string(out, e.local);
+    out.push(b'}');
+    if let Some(target) = e.remote {
+        out.extend_from_slice(b",\"remoteEndpoint\":");
+        endpoint(out, target, e.remote_service.map(|s| &**s));
+    }
+    out.extend_from_slice(b",\"tags\":{\"http.method\":");
+    method(out, e.method, false);
+    if let Some(r) = e.route {
+        out.extend_from_slice(b",\"meshgate.route\":");
+        string(out, &r.name);
+        out.extend_from_slice(b",\"meshgate.service\":");
+        string(out, &r.service);
+    }
+    if let Some(b) = e.backend {
+        out.extend_from_slice(b",\"meshgate.backend\":");
+        string(out, b);
     }
 }
 
@@ -231,16 +283,7 @@ impl Encoder {
             duration: s.duration,
             debug: r.debug,
         };
-        let ends = Ends {
-            server: true,
-            route: s.route.as_ref(),
-            method: &r.method,
-            local: &r.local_service,
-            remote: None,
-            remote_service: None,
-            backend: None,
-        };
-        self.begin(out, &head, &ends);
+        self.begin(out, &head, &Ends::server(r));
         let at = out.len();
         json::utf8_string(out, r.path.as_bytes());
         let path = at..out.len();
@@ -249,16 +292,7 @@ impl Encoder {
             out.push(b',');
             let id = hex16(c.id);
             let head = Head { id: &id, parent: Some(&server_id), timestamp: c.timestamp, duration: c.duration, ..head };
-            let ends = Ends {
-                server: false,
-                route: None,
-                method: c.method.as_ref().unwrap_or(&r.method),
-                local: &r.local_service,
-                remote: Some(&c.remote),
-                remote_service: c.remote_service.as_ref(),
-                backend: c.backend.as_ref(),
-            };
-            self.begin(out, &head, &ends);
+            self.begin(out, &head, &Ends::client(r, c));
             match &c.path {
                 Some(p) => json::utf8_string(out, p.as_bytes()),
                 None => out.extend_from_within(path.clone()),
@@ -285,12 +319,7 @@ impl Encoder {
         if h.debug {
             out.extend_from_slice(b"\"debug\":true,");
         }
-        let kept = if ends.server { &mut self.server } else { &mut self.client };
-        match kept {
-            Some(shared) if shared.fits(ends) => {}
-            _ => *kept = Some(Shared::of(ends)),
-        }
-        out.extend_from_slice(kept.as_ref().map_or(&[], |k| &k.json));
+        out.extend_from_slice(self.blocks.get(ends, zipkin_block));
         out.extend_from_slice(b",\"http.path\":");
     }
 }
