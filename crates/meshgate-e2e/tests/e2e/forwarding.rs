@@ -128,12 +128,20 @@ async fn hop_by_hop_response_headers_are_dropped() {
 /// response (or immediately with zero), without saying so in a `Connection` header, as servers
 /// with a short keep-alive timeout do.
 async fn closing_upstream(close_after: std::time::Duration) -> std::net::SocketAddr {
+    let body = r#"{"name":"closing"}"#;
+    raw_upstream(close_after, format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n{body}", body.len())).await
+}
+
+/// An upstream that writes `answer` to every request and closes the connection `close_after`
+/// later (or right away with zero).
+async fn raw_upstream(close_after: std::time::Duration, answer: String) -> std::net::SocketAddr {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move {
         loop {
             let Ok((mut tcp, _)) = listener.accept().await else { continue };
+            let answer = answer.clone();
             tokio::spawn(async move {
                 let mut buf = Vec::new();
                 let mut chunk = [0u8; 4096];
@@ -153,9 +161,7 @@ async fn closing_upstream(close_after: std::time::Duration) -> std::net::SocketA
                     buf.extend_from_slice(&chunk[..n]);
                     if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
                         buf.drain(..end + 4);
-                        let body = r#"{"name":"closing"}"#;
-                        let resp = format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n{body}", body.len());
-                        if tcp.write_all(resp.as_bytes()).await.is_err() || close_after.is_zero() {
+                        if tcp.write_all(answer.as_bytes()).await.is_err() || close_after.is_zero() {
                             return;
                         }
                     }
@@ -197,34 +203,11 @@ async fn upstream_closing_right_after_each_response() {
     assert!(failed.is_empty(), "{} of 200 GETs failed:\n{}", failed.len(), failed.join("\n"));
 }
 
-/// An HTTP/1.0 upstream that answers without a length and closes, as old servers and simple
-/// CGI scripts do.
-async fn http10_upstream() -> std::net::SocketAddr {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        loop {
-            let Ok((mut tcp, _)) = listener.accept().await else { continue };
-            tokio::spawn(async move {
-                let mut buf = Vec::new();
-                let mut chunk = [0u8; 4096];
-                while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
-                    match tcp.read(&mut chunk).await {
-                        Ok(0) | Err(_) => return,
-                        Ok(n) => buf.extend_from_slice(&chunk[..n]),
-                    }
-                }
-                let _ = tcp.write_all(b"HTTP/1.0 200 OK\r\nContent-Type: text/plain\r\n\r\nold server").await;
-            });
-        }
-    });
-    addr
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_http10_upstream_answer_goes_out_as_http11() {
-    let addr = http10_upstream().await;
+    // As old servers and simple CGI scripts do: no length, the end of the body is the close.
+    let answer = "HTTP/1.0 200 OK\r\nContent-Type: text/plain\r\n\r\nold server".to_owned();
+    let addr = raw_upstream(std::time::Duration::ZERO, answer).await;
     let gw = TestGateway::start(&config(&format!(
         "services: [{{name: s, url: \"http://{addr}\"}}]\nroutes: [{{name: r, service: s, paths: [\"/\"]}}]"
     )));

@@ -179,45 +179,18 @@ fn attr_int(out: &mut Vec<u8>, key: &str, value: u64) {
 
 #[cfg(test)]
 mod tests {
-    use super::super::span::{Call, Path, Server};
+    use super::super::span::Call;
+    use super::super::span::Path;
+    use super::super::span::fixtures::{call, record};
     use super::*;
-    use meshgate_core::{RouteInfo, TraceId};
     use serde_json::{Value, json};
 
-    fn call(remote: &str) -> Call {
-        Call {
-            id: 0x00f067aa0ba902b7,
-            method: None,
-            path: None,
-            timestamp: 1_764_134_400_000_100,
-            duration: 1500,
-            remote: remote.into(),
-            remote_service: Some("Orders".into()),
-            backend: None,
-            error: None,
-            status: Some(200),
-            retried: false,
-        }
-    }
-
+    /// The fixtures' record, with a service name to write as it is and a plugin's tag.
     fn sample(calls: Vec<Call>) -> Record {
-        Record {
-            trace_id: TraceId { value: 0xa3ce929d0e0e4736, short: true },
-            debug: false,
-            local_service: "edge".into(),
-            method: http::Method::GET,
-            path: Path::of(&"/v1/orders?secret=1".parse().unwrap()),
-            server: Server {
-                id: 0x1234,
-                parent_id: Some(0x99),
-                route: Some(RouteInfo { name: "orders-api".into(), service: "Orders".into() }),
-                timestamp: 1_764_134_400_000_000,
-                duration: 2000,
-                status: Some(503),
-                tags: vec![("meshgate.transform.request", "transformed".into())],
-            },
-            calls: calls.into(),
-        }
+        let mut r = record(calls);
+        r.local_service = "edge".into();
+        r.server.tags = vec![("meshgate.transform.request", "transformed".into())];
+        r
     }
 
     /// Records as one batch, parsed.
@@ -256,7 +229,8 @@ mod tests {
             remote_service: None,
             ..call("[::1]:81")
         };
-        let first = sample(vec![retried, call("svc.local:9"), backend]);
+        let ok = Call { status: Some(200), ..call("svc.local:9") };
+        let first = sample(vec![retried, ok, backend]);
         let v = batch(&[first.clone(), sample(Vec::new()), first]);
         let resources = v["resourceSpans"].as_array().unwrap();
         assert_eq!(resources.len(), 3, "one entry per request");

@@ -406,26 +406,13 @@ fn endpoint(out: &mut Vec<u8>, target: &str, service: Option<&str>) {
     out.push(b'}');
 }
 
+/// Records for the encoders' tests.
 #[cfg(test)]
-mod tests {
+pub(super) mod fixtures {
     use super::*;
-    use serde_json::{Value, json};
 
-    /// The spans `records` encode to, through one encoder, as a Zipkin batch.
-    fn batch(records: &[&Record]) -> Vec<Value> {
-        let mut encoder = Encoder::default();
-        let mut out = vec![b'['];
-        for (i, r) in records.iter().enumerate() {
-            if i > 0 {
-                out.push(b',');
-            }
-            encoder.record(r, &mut out);
-        }
-        out.push(b']');
-        serde_json::from_slice::<Value>(&out).unwrap().as_array().unwrap().clone()
-    }
-
-    fn call(remote: &str) -> Call {
+    /// A call answered 503 by `remote`, of service `Orders`.
+    pub fn call(remote: &str) -> Call {
         Call {
             id: 0x00f067aa0ba902b7,
             method: None,
@@ -441,7 +428,8 @@ mod tests {
         }
     }
 
-    fn record(calls: Vec<Call>) -> Record {
+    /// A GET of `/v1/orders` on route `orders-api`, answered 503, with `calls`.
+    pub fn record(calls: Vec<Call>) -> Record {
         Record {
             trace_id: TraceId { value: 0xa3ce929d0e0e4736, short: true },
             debug: false,
@@ -459,6 +447,27 @@ mod tests {
             },
             calls: calls.into(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::fixtures::{call, record};
+    use super::*;
+    use serde_json::{Value, json};
+
+    /// The spans `records` encode to, through one encoder, as a Zipkin batch.
+    fn batch(records: &[&Record]) -> Vec<Value> {
+        let mut encoder = Encoder::default();
+        let mut out = vec![b'['];
+        for (i, r) in records.iter().enumerate() {
+            if i > 0 {
+                out.push(b',');
+            }
+            encoder.record(r, &mut out);
+        }
+        out.push(b']');
+        serde_json::from_slice::<Value>(&out).unwrap().as_array().unwrap().clone()
     }
 
     #[test]
