@@ -2,11 +2,11 @@
 //!
 //! A request's finished spans (one [`Record`]) are pushed onto a bounded lock-free queue
 //! ([`handoff`]) and nothing else: JSON encoding, batching and the HTTP POST happen on a thread
-//! per collector URL and protocol, which wakes every `flush_interval` or as soon as `batch_size` records
-//! wait. When the queue is full, the record's spans are dropped and counted; a failed POST drops
-//! its batch and counts an error. Every instance naming the same URL shares the thread (the
-//! first one's batch settings apply), so a reload does not start another; a reload that removes
-//! the last one ends it.
+//! per collector URL and protocol, which wakes every `flush_interval` or as soon as
+//! `batch_size` records wait. When the queue is full, the record's spans are dropped and
+//! counted; a failed POST drops its batch and counts an error. Every instance naming the same
+//! collector shares the thread (the first one's settings apply, headers included), so a reload
+//! does not start another; a reload that removes the last one ends it.
 
 use super::otlp;
 use super::span::{self, Record};

@@ -1,4 +1,4 @@
-//! `tracing`: distributed tracing with B3 and W3C propagation and Zipkin export.
+//! `tracing`: distributed tracing with B3 and W3C propagation, and Zipkin or OTLP export.
 //!
 //! A gateway sits in the middle of every trace, so it must do two things even when it records
 //! nothing: carry the caller's trace on to the upstream (with its sampling decision), and start a
@@ -111,8 +111,8 @@ fn preserve() -> serde_json::Value {
 fn default_forms() -> Vec<String> {
     vec!["b3-single".to_owned(), "w3c".to_owned()]
 }
-/// Default `batch_size` of a collector: about 450 KB of JSON, under the 500 KB Zipkin's own reporters
-/// send at most. Each POST costs the exporter as much as encoding dozens of spans, so fewer,
+/// Default `batch_size` of a collector: about 450 KB of Zipkin JSON, under the 500 KB Zipkin's
+/// own reporters send at most. Each POST costs the exporter as much as encoding dozens of spans, so fewer,
 /// larger batches are cheaper for a busy gateway.
 fn batch_size() -> usize {
     1000
