@@ -317,7 +317,7 @@ struct Tracing {
     /// `localEndpoint.serviceName`, lower case.
     service: Arc<str>,
     /// The exporter's queue for this instance's collector.
-    tx: Arc<Handoff<Record>>,
+    tx: Arc<Handoff<export::Queued>>,
 }
 
 /// A random non-zero span id. From a fast per-thread generator rather than `rand`'s
@@ -373,7 +373,7 @@ impl Plugin for Tracing {
         let ended = cx.ended();
         let now = ended.at;
         let start_us = ended.arrived.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_micros() as u64);
-        let mut record = self.record(cx, &t, start_us, now);
+        let mut record = Box::new(self.record(cx, &t, start_us, now));
         // An aggregation route's backend calls recorded their attempts in contexts of their own.
         if let Some(calls) = cx.vars.get::<meshgate_core::Subcalls>() {
             self.subcalls(cx, start_us, calls, &mut record.calls);

@@ -15,7 +15,7 @@ pub(super) fn tracer(sampling: f64) -> (Tracing, Receiver<Value>) {
         100,
         1,
         Duration::from_millis(5),
-        move |b: &crate::observability::handoff::Batch<'_, Record>| {
+        move |b: &crate::observability::handoff::Batch<'_, export::Queued>| {
             while let Some(record) = b.pop() {
                 let mut json = vec![b'['];
                 span::Encoder::default().record(&record, &mut json);
