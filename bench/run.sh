@@ -229,6 +229,7 @@ done
 
 TMP=$(mktemp -d "${TMPDIR:-/tmp}/meshgate-bench.XXXXXX")
 RESULTS=$TMP/results.tsv
+THREADS=$TMP/threads.tsv
 COMMANDS=$TMP/commands.txt
 : >"$RESULTS"
 : >"$COMMANDS"
@@ -414,6 +415,16 @@ background_busy() {
 }
 
 rss_kb() { awk -v k="$2:" '$1 == k { print $2 }' "/proc/$1/status"; }
+# CPU ticks of each thread of PID, summed by thread name without a trailing number
+# (meshgate-worker-0 and -1 count as meshgate-worker): "name ticks" lines.
+thread_ticks() {
+    local t s f
+    for t in /proc/"$1"/task/*; do
+        s=$(<"$t/stat") 2>/dev/null || continue
+        f=${s#*(}
+        printf '%s %s\n' "${f%%)*}" "$(read -ra x <<<"${s##*) }"; echo $((x[11] + x[12])))"
+    done | awk '{ n = $1; sub(/-[0-9]+$/, "", n); t[n] += $2 } END { for (n in t) print n, t[n] }'
+}
 cpu_ticks() { # utime + stime (fields 14 and 15 of /proc/PID/stat; comm may contain spaces)
     local s f
     s=$(<"/proc/$1/stat")
@@ -587,6 +598,7 @@ measure() { # round "name|tool|url|header line|pid|rsskey"
     local c0 u0 c1 u1
     c0=$(cpu_ticks "$pid")
     u0=$(cpu_ticks "$UPSTREAM_PID")
+    thread_ticks "$pid" >"$raw.threads0"
     start_rss_sampler "$pid" "$raw.rss"
     "${PIN_CLIENT[@]}" "${run[@]}" >"$raw" 2>&1 || die "$name: ${run[0]} failed: $(tail -n5 "$raw")"
     stop_rss_sampler
@@ -596,6 +608,7 @@ measure() { # round "name|tool|url|header line|pid|rsskey"
     fi
     c1=$(cpu_ticks "$pid")
     u1=$(cpu_ticks "$UPSTREAM_PID")
+    thread_ticks "$pid" >"$raw.threads1"
     local requests rps p50 p99 errors
     if [[ $tool == wrk ]]; then
         read -r requests rps p50 p99 errors < <(parse_wrk "$raw")
@@ -614,6 +627,12 @@ measure() { # round "name|tool|url|header line|pid|rsskey"
     printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' \
         "$round" "$name" "$requests" "$rps" "$p50" "$p99" "$errors" "$cpu_us" "$up_us" "$rss_peak" "$hwm" "$bg" >>"$RESULTS"
     log "  $name: $rps req/s, p50 ${p50} ms, p99 ${p99} ms, proxy CPU ${cpu_us} µs/req, upstream CPU ${up_us} µs/req, errors $errors"
+    if [[ $name == meshgate* ]]; then
+        # The proxy's CPU by thread, µs per request: round, target, thread, µs.
+        awk -v r="$round" -v t="$name" -v hz="$CLK_TCK" -v n="$requests" 'NR == FNR { a[$1] = $2; next }
+            { d = $2 - a[$1]; if (d > 0) printf "%s\t%s\t%s\t%.2f\n", r, t, $1, d / hz * 1e6 / n }' \
+            "$raw.threads0" "$raw.threads1" >>"$THREADS"
+    fi
     if ((errors > 0)); then
         log "  WARNING: $name had $errors failed/non-2xx responses: its numbers are not valid"
     fi
@@ -707,6 +726,18 @@ summary_table() {
     done
 }
 
+# The proxy's CPU per request by thread, median of the rounds, for every meshgate target: where a
+# plugin's cost lands (the request's worker, or a background thread such as the span exporter).
+thread_table() {
+    [[ -s $THREADS ]] || return 0
+    echo "| target | thread | CPU µs/req (median of rounds) |"
+    echo "|---|---|---|"
+    sort -t$'\t' -k2,2 -k3,3 -k4,4n "$THREADS" | awk -F'\t' '
+        function flush() { if (n) printf "| %s | %s | %.2f |\n", key[1], key[2], (n % 2) ? v[(n + 1) / 2] : (v[n / 2] + v[n / 2 + 1]) / 2; n = 0 }
+        { k = $2 SUBSEP $3; if (k != last) { flush(); last = k; split(k, key, SUBSEP) } v[++n] = $4 }
+        END { flush() }'
+}
+
 raw_table() {
     echo "| round | target | requests | req/s | p50 ms | p99 ms | errors | proxy CPU µs/req | upstream CPU µs/req | RSS peak (VmRSS) | VmHWM | background CPU busy |"
     echo "|---|---|---|---|---|---|---|---|---|---|---|---|"
@@ -782,6 +813,7 @@ ratios() {
 
 SUMMARY=$(summary_table)
 RAW=$(raw_table)
+THREADS_TABLE=$(thread_table)
 RATIOS=$(ratios)
 
 MODE="full: $ROUNDS round(s) × ${DURATION}s per target"
@@ -895,6 +927,14 @@ EOF
     echo "Ratios (of the medians):"
     echo
     echo "${RATIOS:-- none: meshgate was skipped}"
+    echo
+    echo "## Proxy CPU by thread"
+    echo
+    echo "CPU time of each meshgate thread during the measured run (\`/proc/PID/task/*/stat\`, threads"
+    echo "of one name summed; names as the kernel keeps them, cut at 15 characters), per request;"
+    echo "CLK_TCK resolution, so values under ~1 µs are rough."
+    echo
+    echo "$THREADS_TABLE"
     echo
     echo "## Per-round raw numbers"
     echo
