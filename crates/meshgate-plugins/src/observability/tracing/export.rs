@@ -38,12 +38,32 @@ pub enum Protocol {
     Otlp,
 }
 
-impl Protocol {
+/// A protocol's writer, with the blocks it keeps between records.
+enum Encoder {
+    Zipkin(span::Encoder),
+    Otlp(otlp::Encoder),
+}
+
+impl Encoder {
+    fn new(protocol: Protocol) -> Encoder {
+        match protocol {
+            Protocol::Zipkin => Encoder::Zipkin(span::Encoder::default()),
+            Protocol::Otlp => Encoder::Otlp(otlp::Encoder::default()),
+        }
+    }
+
     /// What a batch starts and ends with; records in between are separated by commas.
-    fn frame(self) -> (&'static [u8], &'static [u8]) {
+    fn frame(&self) -> (&'static [u8], &'static [u8]) {
         match self {
-            Protocol::Zipkin => (b"[", b"]"),
-            Protocol::Otlp => (otlp::BATCH_START, otlp::BATCH_END),
+            Encoder::Zipkin(_) => (b"[", b"]"),
+            Encoder::Otlp(_) => (otlp::BATCH_START, otlp::BATCH_END),
+        }
+    }
+
+    fn record(&mut self, r: &Record, out: &mut Vec<u8>) {
+        match self {
+            Encoder::Zipkin(e) => e.record(r, out),
+            Encoder::Otlp(e) => e.record(r, out),
         }
     }
 }
@@ -126,15 +146,15 @@ struct Poster {
     rt: tokio::runtime::Runtime,
     client: Client<HttpsConnector<HttpConnector>, Full<Bytes>>,
     settings: Settings,
-    zipkin: span::Encoder,
-    otlp: otlp::Encoder,
+    encoder: Encoder,
 }
 
 impl Poster {
     fn new(url: Uri, https: HttpsConnector<HttpConnector>, settings: Settings) -> std::io::Result<Poster> {
         let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
         let client = rt.block_on(async { Client::builder(TokioExecutor::new()).build(https) });
-        Ok(Poster { url, rt, client, settings, zipkin: span::Encoder::default(), otlp: otlp::Encoder::default() })
+        let encoder = Encoder::new(settings.protocol);
+        Ok(Poster { url, rt, client, settings, encoder })
     }
 
     /// Posts what waits, about `batch_size` spans at a time (a request's spans are never
@@ -143,7 +163,7 @@ impl Poster {
     /// record is a few hundred bytes, and every copy of it showed.
     fn drain(&mut self, waiting: &Batch<'_, Queued>) {
         let size = self.settings.batch_size as u64;
-        let (start, end) = self.settings.protocol.frame();
+        let (start, end) = self.encoder.frame();
         loop {
             let mut body = Vec::with_capacity((waiting.len() * 1200).min(self.settings.batch_size * 640) + 32);
             body.extend_from_slice(start);
@@ -153,10 +173,7 @@ impl Poster {
                 if n > 0 {
                     body.push(b',');
                 }
-                match self.settings.protocol {
-                    Protocol::Zipkin => self.zipkin.record(&record, &mut body),
-                    Protocol::Otlp => self.otlp.record(&record, &mut body),
-                }
+                self.encoder.record(&record, &mut body);
                 n += spans(&record);
             }
             if n == 0 {

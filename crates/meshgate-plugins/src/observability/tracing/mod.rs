@@ -112,8 +112,8 @@ fn default_forms() -> Vec<String> {
     vec!["b3-single".to_owned(), "w3c".to_owned()]
 }
 /// Default `batch_size` of a collector: about 450 KB of Zipkin JSON, under the 500 KB Zipkin's
-/// own reporters send at most. Each POST costs the exporter as much as encoding dozens of spans, so fewer,
-/// larger batches are cheaper for a busy gateway.
+/// own reporters send at most. Each POST costs the exporter as much as encoding dozens of
+/// spans, so fewer, larger batches are cheaper for a busy gateway.
 fn batch_size() -> usize {
     1000
 }

@@ -10,7 +10,7 @@
 //!
 //! [`span`]: super::span
 
-use super::span::{Blocks, Ends, Record};
+use super::span::{Blocks, Ends, Record, split_target};
 use crate::observability::json::{hex_digits, hex16, lower_string, number, string, utf8_string};
 use std::borrow::Cow;
 
@@ -83,10 +83,7 @@ fn block(e: &Ends<'_>, out: &mut Vec<u8>) {
         attr(out, "meshgate.service", &r.service);
     }
     if let Some(target) = e.remote {
-        let (host, port) = match target.rsplit_once(':') {
-            Some((h, p)) => (h.trim_start_matches('[').trim_end_matches(']'), p.parse::<u16>().ok()),
-            None => (&**target, None),
-        };
+        let (host, port) = split_target(target);
         attr(out, "server.address", host);
         if let Some(port) = port {
             attr_int(out, "server.port", port.into());

@@ -384,11 +384,8 @@ fn endpoint(out: &mut Vec<u8>, target: &str, service: Option<&str>) {
         json::lower_string(out, s);
         sep = b',';
     }
-    let (ip, port) = match target.parse::<std::net::SocketAddr>() {
-        Ok(a) => (Some(a.ip()), Some(a.port())),
-        Err(_) => (None, target.rsplit_once(':').and_then(|(_, p)| p.parse().ok())),
-    };
-    if let Some(ip) = ip {
+    let (host, port) = split_target(target);
+    if let Ok(ip) = host.parse::<std::net::IpAddr>() {
         out.push(sep);
         out.extend_from_slice(if ip.is_ipv4() { b"\"ipv4\":" } else { b"\"ipv6\":" });
         json::ip(out, ip);
@@ -404,6 +401,18 @@ fn endpoint(out: &mut Vec<u8>, target: &str, service: Option<&str>) {
         out.push(b'{');
     }
     out.push(b'}');
+}
+
+/// A target's host (an IPv6 address without its brackets) and port: `ip:port`, `[ip6]:port` or
+/// `host:port`, as targets are written.
+pub(super) fn split_target(target: &str) -> (&str, Option<u16>) {
+    if let Some((host, rest)) = target.strip_prefix('[').and_then(|t| t.split_once(']')) {
+        return (host, rest.strip_prefix(':').and_then(|p| p.parse().ok()));
+    }
+    match target.rsplit_once(':') {
+        Some((host, port)) if !host.contains(':') => (host, port.parse().ok()),
+        _ => (target, None),
+    }
 }
 
 /// Records for the encoders' tests.
