@@ -145,6 +145,10 @@ pub struct Attempt {
     pub uri: Option<Box<http::Uri>>,
     /// The id a plugin gave it (the tracing plugin's client span id); 0 for none.
     pub span_id: u64,
+    /// Why it failed without an answer, in full (`connect to 10.0.0.7:8080: Connection refused
+    /// (os error 111)`), for logs and traces only: clients get a fixed message per error code.
+    /// `None` when an answer came.
+    pub failure: Option<Box<str>>,
 }
 
 /// A request's upstream attempts, in order ([`RequestCtx::attempts`]). The first is kept inline:

@@ -56,6 +56,7 @@ pub fn begin_attempt(cx: &mut RequestCtx, target: &str, uri: &str) {
         retried: false,
         uri: Some(Box::new(uri.parse().unwrap())),
         span_id: 0,
+        failure: None,
     });
 }
 

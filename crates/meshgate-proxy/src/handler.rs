@@ -234,6 +234,7 @@ pub(crate) async fn forward_upstream(
             retried: false,
             uri: rewritten.clone(),
             span_id: 0,
+            failure: None,
         });
         if !route.chain.before_upstream.is_empty() {
             let (mut parts, body) = req.into_parts();
@@ -273,6 +274,7 @@ pub(crate) async fn forward_upstream(
                 return Ok(resp);
             }
             Err(e) => {
+                attempt.failure = Some(e.failure.to_string().into_boxed_str());
                 if matches!(e.failure, Failure::BodyTooLarge) {
                     drop(pick); // the client's fault, not the target's
                 } else {

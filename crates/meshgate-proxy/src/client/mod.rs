@@ -35,6 +35,19 @@ pub enum Failure {
     BodyTooLarge,
 }
 
+impl std::fmt::Display for Failure {
+    /// The full cause, for logs and traces (it may name addresses and OS errors: never for
+    /// clients).
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Failure::Connect(msg) | Failure::Broken(msg) => f.write_str(msg),
+            Failure::ConnectTimeout => f.write_str("connect timed out"),
+            Failure::ReadTimeout => f.write_str("timed out waiting for the answer"),
+            Failure::BodyTooLarge => f.write_str("request body over the size limit"),
+        }
+    }
+}
+
 impl Failure {
     /// True when the request never left the gateway, so retrying cannot duplicate it.
     pub fn nothing_sent(&self) -> bool {
