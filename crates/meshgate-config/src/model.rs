@@ -22,6 +22,9 @@ pub struct Config {
     /// Protection against oversized or idle clients, applied on every listener.
     #[serde(default)]
     pub limits: Limits,
+    /// How request paths are read before routing (normalisation; docs/security.md).
+    #[serde(default)]
+    pub http: Http,
     /// Named groups of targets with load balancing and health checks.
     #[serde(default)]
     pub upstreams: Vec<Upstream>,
@@ -158,8 +161,12 @@ pub struct Limits {
     pub max_body_bytes: ByteSize,
     /// A client connection with no request in flight and no bytes moving for this long is closed.
     pub client_idle_timeout: Duration,
-    /// Time a client has to send a complete request header block.
+    /// Time a client has to send a complete request header block, from its first byte (and a
+    /// new connection its first request head).
     pub client_header_timeout: Duration,
+    /// The longest a request body may pause between two reads; then 408 (nginx's
+    /// `client_body_timeout`).
+    pub client_body_timeout: Duration,
     /// Open client connections per listener; connections past this are closed on accept.
     pub max_connections: usize,
     /// Concurrent streams a client may open on one HTTP/2 connection.
@@ -174,10 +181,44 @@ impl Default for Limits {
             max_body_bytes: ByteSize::mib(10),
             client_idle_timeout: Duration::from_secs(60),
             client_header_timeout: Duration::from_secs(10),
+            client_body_timeout: Duration::from_secs(60),
             max_connections: 10_000,
             max_concurrent_streams: 256,
         }
     }
+}
+
+/// How the gateway reads requests. Every path is rewritten into one normal form before routing,
+/// and that form is what plugins and the upstream see: see docs/security.md.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Http {
+    /// `//` in a path counts as `/` (nginx's `merge_slashes`).
+    pub merge_slashes: bool,
+    /// What `%2F` and `%5C` (encoded slashes) and a raw `\` in a path become.
+    pub escaped_slashes: EscapedSlashes,
+}
+
+impl Default for Http {
+    fn default() -> Self {
+        Http { merge_slashes: true, escaped_slashes: EscapedSlashes::Reject }
+    }
+}
+
+/// What an encoded slash or backslash in a path becomes (Envoy's
+/// `path_with_escaped_slashes_action`). Upstreams differ in whether they decode `%2F` before
+/// resolving `..`; the gateway cannot know, so by default it refuses such paths.
+#[derive(Clone, Copy, Debug, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum EscapedSlashes {
+    /// 400: the safe choice when upstreams may decode them.
+    #[default]
+    Reject,
+    /// Kept encoded (`%2F`, `%5C`), not a separator for routing: for APIs that carry slashes
+    /// inside a segment, behind upstreams that do not decode them before resolving paths.
+    Keep,
+    /// Decoded into `/` before dot-segments are resolved, and forwarded decoded.
+    Decode,
 }
 
 /// An API behind the gateway.

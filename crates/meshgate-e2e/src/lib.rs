@@ -25,6 +25,7 @@ pub mod certs;
 pub mod client;
 pub mod gateway;
 pub mod observe;
+pub mod raw;
 pub mod redis;
 pub mod upstream;
 

@@ -290,7 +290,7 @@ async fn global_limit_timeouts_and_retries() {
     let o = Origin::start().await;
     let gw = TestGateway::start(&config(&format!(
         r#"
-limits: {{max_body_bytes: 2KiB, client_idle_timeout: 500ms}}
+limits: {{max_body_bytes: 2KiB, client_body_timeout: 500ms}}
 services: [{{name: o, url: "http://{o}"}}]
 routes:
   - name: req
@@ -324,7 +324,7 @@ routes:
     client::get(gw.addr(), "/s/stall").await.assert_error(504, "upstream_timeout");
     assert!(t.elapsed() < Duration::from_secs(5));
 
-    // A client that stops sending its body: 408 after client_idle_timeout.
+    // A client that stops sending its body: 408 after client_body_timeout.
     let (tx, upload) = body::channel(1);
     tx.send(Bytes::from_static(b"{\"a\":")).await.unwrap();
     let t = Instant::now();

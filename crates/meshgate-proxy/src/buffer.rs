@@ -7,17 +7,18 @@
 //! `request-size-limiting`). A body that fits goes to the plugins whole and on as one frame with
 //! its `Content-Length` set; one that does not goes on untouched, the frames already read first
 //! and the rest streamed, unless a plugin answers instead. The read is bounded in time too:
-//! `client_idle_timeout` between two frames of a request body, the service's read timeout
+//! `client_body_timeout` between two frames of a request body, the service's read timeout
 //! (enforced by the upstream body itself) for a response.
 
 use crate::client::ReadTimedOut;
+use crate::limits::ClientFault;
 use crate::snapshot::Limits;
 use bytes::{Bytes, BytesMut};
 use http::header::{self, HeaderMap, HeaderValue};
 use http::{Method, Response, StatusCode};
 use http_body::{Body, Frame, SizeHint};
 use http_body_util::BodyExt;
-use meshgate_core::{BodyLimit, BoxError, ErrorKind, Flow, Plugin, ProxyBody, RequestCtx, json_error};
+use meshgate_core::{BodyLimit, BoxError, ErrorKind, Flow, Plugin, ProxyBody, RequestCtx};
 use std::collections::VecDeque;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -50,7 +51,7 @@ pub(crate) async fn request(
         }
         return Ok(body);
     }
-    match read(body, limit, Some(limits.client_idle_timeout)).await {
+    match read(body, limit, Some(limits.client_body_timeout)).await {
         Read::Whole(mut bytes) => {
             for (p, l) in &wants {
                 let seen = (bytes.len() as u64 <= *l).then_some(&mut bytes);
@@ -74,11 +75,8 @@ pub(crate) async fn request(
             Ok(rest)
         }
         Read::Trailers(rest) => Ok(rest),
-        Read::IdleTimeout => {
-            let msg = "the request body stopped arriving before it was complete";
-            Err(json_error(StatusCode::REQUEST_TIMEOUT, "request_timeout", msg))
-        }
-        Read::Failed(e) => Err(ErrorKind::BadRequest.response(&format!("request body could not be read: {e}"))),
+        Read::IdleTimeout => Err(ClientFault::Stalled.response()),
+        Read::Failed(e) => Err(ClientFault::of(&*e).response()),
     }
 }
 
@@ -128,14 +126,13 @@ pub(crate) async fn response(
             Response::from_parts(parts, rest)
         }
         Read::Trailers(rest) => Response::from_parts(parts, rest),
-        Read::Failed(e) if !e.is::<ReadTimedOut>() => {
+        Read::Failed(e) => {
             let target = cx.upstream().map_or("upstream", |t| &**t);
-            ErrorKind::UpstreamUnavailable.response(&format!("upstream {target}: response body: {e}"))
+            tracing::warn!(%target, error = %e, "upstream response body failed while read for the body phase");
+            let kind = if e.is::<ReadTimedOut>() { ErrorKind::UpstreamTimeout } else { ErrorKind::UpstreamUnavailable };
+            crate::handler::gateway_error(kind, cx)
         }
-        Read::Failed(_) | Read::IdleTimeout => {
-            let target = cx.upstream().map_or("upstream", |t| &**t);
-            ErrorKind::UpstreamTimeout.response(&format!("upstream {target} stopped sending its response body"))
-        }
+        Read::IdleTimeout => crate::handler::gateway_error(ErrorKind::UpstreamTimeout, cx),
     }
 }
 

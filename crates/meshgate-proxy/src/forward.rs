@@ -33,15 +33,6 @@ pub fn is_upgrade(version: Version, headers: &HeaderMap) -> bool {
             .any(|v| v.to_str().is_ok_and(|s| s.split(',').any(|t| t.trim().eq_ignore_ascii_case("upgrade"))))
 }
 
-/// The host the client asked for: the Host header (HTTP/1.1) or the URI authority (HTTP/2).
-/// Found once per request and used for routing, `X-Forwarded-Host` and `preserve_host`.
-pub fn client_host(uri: &Uri, headers: &HeaderMap) -> Option<HeaderValue> {
-    match headers.get(header::HOST) {
-        Some(h) => Some(h.clone()),
-        None => uri.authority().and_then(|a| HeaderValue::from_str(a.as_str()).ok()),
-    }
-}
-
 /// The hop-by-hop headers (RFC 9110 §7.6.1, plus the non-standard `keep-alive` and
 /// `proxy-connection`), each with a bit for [`hop_by_hop_present`].
 static HOP_BY_HOP: [&HeaderName; 8] = [
@@ -56,6 +47,7 @@ static HOP_BY_HOP: [&HeaderName; 8] = [
 ];
 const CONNECTION_BIT: u8 = 1;
 const TE_BIT: u8 = 1 << 1;
+const TRANSFER_ENCODING_BIT: u8 = 1 << 3;
 const UPGRADE_BIT: u8 = 1 << 4;
 const KEEP_ALIVE_BIT: u8 = 1 << 6;
 
@@ -101,9 +93,27 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap, upgrade: bool) {
         }
         headers.remove(*name);
     }
+    if found & TRANSFER_ENCODING_BIT != 0 {
+        // Transfer-Encoding overrides Content-Length (RFC 9112 §6.3), and the body goes on
+        // decoded and framed anew: a Content-Length beside it would cut it short.
+        headers.remove(header::CONTENT_LENGTH);
+    }
     if upgrade {
         headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
     }
+}
+
+/// Why an upstream's answer cannot be passed on as it is, if it cannot: a status outside
+/// 100-599 has no class a client could understand (RFC 9110 §15); a transfer coding other than
+/// chunked (`gzip, chunked`) would be lost, since the body goes on without it.
+pub fn unforwardable(head: &http::response::Parts) -> Option<&'static str> {
+    if !(100..600).contains(&head.status.as_u16()) {
+        return Some("status code outside 100-599");
+    }
+    let only_chunked = head.headers.get_all(header::TRANSFER_ENCODING).iter().all(|v| {
+        v.to_str().is_ok_and(|v| v.split(',').map(str::trim).all(|c| c.eq_ignore_ascii_case("chunked") || c.is_empty()))
+    });
+    (!only_chunked).then_some("a transfer coding other than chunked")
 }
 
 /// Adds `X-Forwarded-For` (appended to what the client sent), `-Proto`, `-Host` and `-Port`.

@@ -5,7 +5,7 @@ use crate::buffer;
 use crate::chain::Chain;
 use crate::client::{self, Failure, UpstreamBody};
 use crate::forward::{self, ConnInfo};
-use crate::limits::{self, LimitedBody};
+use crate::limits::{self, ClientBody, RequestBody};
 use crate::metrics::{BodyAccount, RequestBytes};
 use crate::mirror;
 use crate::server::{BusyGuard, ConnSlot};
@@ -59,7 +59,10 @@ pub async fn handle(
         return finish(&snap, None, cx, ErrorKind::BodyTooLarge.response(&msg), &NO_BODY, false).await;
     }
 
-    let client_host = forward::client_host(&cx.request.uri, &cx.request.headers);
+    let client_host = match crate::head::check(&mut cx.request, snap.path_rules) {
+        Ok(host) => host,
+        Err(e) => return finish(&snap, None, cx, e.response(), &NO_BODY, false).await,
+    };
     let found = {
         let view = RequestView {
             host: client_host.as_ref().and_then(|h| h.to_str().ok()),
@@ -107,18 +110,25 @@ pub async fn handle(
         }
     }
     let mut received = RequestBytes::Known(declared.unwrap_or(0));
-    if declared.is_none() && !http_body::Body::is_end_stream(&body) {
-        // A route's plugin (request-size-limiting) may ask for less than the global limit.
-        let limit = cx.vars.get::<BodyLimit>().map_or(u64::MAX, |l| l.0).min(snap.limits.max_body_bytes);
-        let count = Arc::new(AtomicU64::new(0));
-        body = ProxyBody::boxed(LimitedBody::new(body, limit, count.clone()));
-        received = RequestBytes::Counted(count);
+    let mut watch = None;
+    if !http_body::Body::is_end_stream(&body) && body.whole().is_none() {
+        let (mut client_body, w) = ClientBody::new(body, snap.limits.client_body_timeout);
+        if declared.is_none() {
+            // A route's plugin (request-size-limiting) may ask for less than the global limit.
+            let limit = cx.vars.get::<BodyLimit>().map_or(u64::MAX, |l| l.0).min(snap.limits.max_body_bytes);
+            let count = Arc::new(AtomicU64::new(0));
+            client_body = client_body.limit(limit, count.clone());
+            received = RequestBytes::Counted(count);
+        }
+        body = ProxyBody::boxed(client_body);
+        watch = Some(w);
     }
     if let Some(m) = &route.mirror {
         let f =
             mirror::Forwarding { conn: &conn.info, client_host: client_host.as_ref(), matched_len, declared, upgrade };
         body = mirror::start(m, &cx, &f, body);
     }
+    let body = RequestBody { body, watch };
     let resp = match forward_upstream(&mut cx, conn, route, client_host, matched_len, body, upgrade).await {
         Ok(mut resp) => {
             resp.body_mut().account(BodyAccount::new(route.stats().clone(), received.clone()));
@@ -134,6 +144,11 @@ pub async fn handle(
             // frame it (hyper answers HTTP/1.0 clients in 1.0 by itself; HTTP/2 ignores it).
             parts.version = Version::HTTP_11;
             if parts.status != StatusCode::SWITCHING_PROTOCOLS {
+                if let Some(fault) = forward::unforwardable(&parts) {
+                    tracing::warn!(target = ?cx.upstream(), %fault, "upstream answer cannot be passed on");
+                    let resp = gateway_error(ErrorKind::UpstreamUnavailable, &cx);
+                    return finish(&snap, at, cx, resp, &received, false).await;
+                }
                 forward::strip_hop_by_hop(&mut parts.headers, false);
             }
             let resp = Response::from_parts(parts, ProxyBody::boxed(body));
@@ -163,9 +178,10 @@ pub(crate) async fn forward_upstream(
     route: &RouteRt,
     client_host: Option<HeaderValue>,
     matched_len: usize,
-    body: ProxyBody,
+    body: RequestBody,
     upgrade: bool,
 ) -> Result<Response<UpstreamBody>, Response<ProxyBody>> {
+    let RequestBody { body, watch } = body;
     let svc = &route.service;
     let policy = &route.retry;
     let mut headers = std::mem::take(&mut cx.request.headers);
@@ -197,15 +213,15 @@ pub(crate) async fn forward_upstream(
 
     let mut tried = Vec::new();
     let mut retries = 0;
-    let mut last_failure: Option<(Failure, Arc<str>)> = None;
+    let mut last_failure: Option<Failure> = None;
     // A retried upstream answer, returned as it is should no target be left for the retry.
     let mut last_response: Option<Response<UpstreamBody>> = None;
     loop {
         let pick = match svc.balancer.pick_or_wait(key, &tried).await {
             Ok(pick) => pick,
             Err(NoTarget::Busy) => {
-                let msg = format!("every target of service {:?} is at its limit; retry later", svc.name);
-                let mut resp = ErrorKind::Unavailable.response(&msg);
+                tracing::debug!(service = %svc.name, "every target is at its limit");
+                let mut resp = gateway_error(ErrorKind::Unavailable, cx);
                 resp.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
                 return Err(resp);
             }
@@ -214,11 +230,11 @@ pub(crate) async fn forward_upstream(
                 if let Some(resp) = last_response {
                     return Ok(resp);
                 }
-                if let Some((failure, target)) = last_failure {
-                    return Err(failure_response(&failure, &target));
+                if let Some(failure) = last_failure {
+                    return Err(failure_response(&failure, cx));
                 }
-                let msg = format!("service {:?} has no healthy target", svc.name);
-                return Err(ErrorKind::NoHealthyTarget.response(&msg));
+                tracing::warn!(service = %svc.name, "no healthy target");
+                return Err(gateway_error(ErrorKind::NoHealthyTarget, cx));
             }
         };
         last_response = None;
@@ -247,7 +263,7 @@ pub(crate) async fn forward_upstream(
             sent = std::time::Instant::now();
         }
         let retry_left = retries < policy.attempts;
-        let result = client::send(svc, &route.timeouts, target, req, upgrade).await;
+        let result = client::send(svc, &route.timeouts, target, req, upgrade, watch.as_deref()).await;
         let ended = std::time::Instant::now();
         let attempt = cx.attempts.last_mut().expect("pushed above");
         attempt.end = Some(ended);
@@ -275,12 +291,13 @@ pub(crate) async fn forward_upstream(
             }
             Err(e) => {
                 attempt.failure = Some(e.failure.to_string().into_boxed_str());
-                if matches!(e.failure, Failure::BodyTooLarge) {
-                    drop(pick); // the client's fault, not the target's
-                } else {
-                    pick.failure();
+                if let Failure::Client(fault) = e.failure {
+                    // The client's fault, not the target's: not counted, not retried.
+                    drop(pick);
+                    tracing::debug!(target = %target.address, %fault, "request body failed on the client's side");
+                    return Err(fault.response());
                 }
-                tracing::debug!(target = %target.address, failure = ?e.failure, "upstream attempt failed");
+                pick.failure();
                 // Sent nothing: the request came back and any method may go again.
                 let next = match e.request {
                     Some(r) if e.failure.nothing_sent() || matches!(e.failure, Failure::Broken(_)) => Some(r),
@@ -291,14 +308,16 @@ pub(crate) async fn forward_upstream(
                     && let Some(next) = next
                     && policy.budget.try_retry()
                 {
+                    tracing::debug!(target = %target.address, failure = %e.failure, "upstream attempt failed; retrying");
                     attempt.retried = true;
                     retries += 1;
                     tried.push(index);
                     req = next;
-                    last_failure = Some((e.failure, target.address.clone()));
+                    last_failure = Some(e.failure);
                     continue;
                 }
-                return Err(failure_response(&e.failure, &target.address));
+                tracing::warn!(service = %svc.name, target = %target.address, failure = %e.failure, "upstream attempt failed");
+                return Err(failure_response(&e.failure, cx));
             }
         }
     }
@@ -318,18 +337,20 @@ fn replay(template: Option<&Template>) -> Option<Request<ProxyBody>> {
     Some(req)
 }
 
-fn failure_response(failure: &Failure, target: &str) -> Response<ProxyBody> {
+/// The client's answer to a failed exchange: a fixed message per error code. The cause, which
+/// may name internal addresses and OS errors, goes to the log and the trace only.
+fn failure_response(failure: &Failure, cx: &RequestCtx) -> Response<ProxyBody> {
     match failure {
-        Failure::Connect(msg) => ErrorKind::UpstreamUnavailable.response(msg),
-        Failure::ConnectTimeout => {
-            ErrorKind::UpstreamTimeout.response(&format!("connecting to upstream {target} timed out"))
-        }
-        Failure::ReadTimeout => {
-            ErrorKind::UpstreamTimeout.response(&format!("upstream {target} did not answer in time"))
-        }
-        Failure::Broken(msg) => ErrorKind::UpstreamUnavailable.response(&format!("upstream {target}: {msg}")),
-        Failure::BodyTooLarge => ErrorKind::BodyTooLarge.response("request body is over the size limit"),
+        Failure::Connect(_) | Failure::Broken(_) => gateway_error(ErrorKind::UpstreamUnavailable, cx),
+        Failure::ConnectTimeout | Failure::ReadTimeout => gateway_error(ErrorKind::UpstreamTimeout, cx),
+        Failure::Client(fault) => fault.response(),
     }
+}
+
+/// An error the gateway answers for the upstream's side, with the request id when there is one
+/// so that a client's report can be found in the logs.
+pub(crate) fn gateway_error(kind: ErrorKind, cx: &RequestCtx) -> Response<ProxyBody> {
+    kind.response_with_id(cx.vars.get::<meshgate_core::RequestId>().map(|id| &id.0))
 }
 
 fn content_length(headers: &http::HeaderMap) -> Option<u64> {

@@ -12,6 +12,7 @@ mod chain;
 mod client;
 mod forward;
 mod handler;
+mod head;
 mod limits;
 mod log;
 mod metrics;

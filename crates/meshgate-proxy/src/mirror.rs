@@ -167,7 +167,7 @@ pub(crate) fn start(m: &Arc<MirrorRt>, cx: &RequestCtx, f: &Forwarding<'_>, body
         };
         let target = &svc.targets[pick.index()];
         forward::aim(req.headers_mut(), target, preserve.as_ref());
-        match client::send(svc, &m.route.timeouts, target, req, false).await {
+        match client::send(svc, &m.route.timeouts, target, req, false, None).await {
             Ok(resp) => {
                 pick.status(resp.status().as_u16());
                 SENT.fetch_add(1, Ordering::Relaxed);

@@ -70,7 +70,7 @@ impl RetryRt {
             Failure::Connect(_) | Failure::ConnectTimeout => self.connect_failure,
             Failure::Broken(_) => self.reset,
             Failure::ReadTimeout => self.timeout,
-            Failure::BodyTooLarge => false,
+            Failure::Client(_) => false,
         }
     }
 

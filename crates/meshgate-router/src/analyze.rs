@@ -7,6 +7,7 @@
 
 use crate::host::{HostPattern, wildcard_suffixes};
 use crate::index::{Bucket, Cand, HOST_ANY, HOST_EXACT, Hit, Rank, host_wildcard, path_rank};
+use crate::normalize::{PathRules, normalize};
 use crate::router::Router;
 use crate::spec::RouteSpec;
 use meshgate_config::PathPattern;
@@ -30,6 +31,16 @@ pub enum Finding {
         /// different routes take different parts (e.g. one per host).
         by: String,
     },
+    /// One of the route's paths is not in the normal form requests are matched in
+    /// ([`crate::normalize`]), so no request ever matches it.
+    PathNeverMatches {
+        /// Name of the route.
+        route: String,
+        /// The path as written.
+        path: String,
+        /// Why: its normal form, or why requests spelled that way are refused.
+        reason: String,
+    },
 }
 
 impl<T> Router<T> {
@@ -52,6 +63,34 @@ impl<T> Router<T> {
             if let Some(by) = self.shadowed_by(b) {
                 let by: Vec<&str> = by.iter().map(|&i| self.routes[i as usize].spec.name.as_str()).collect();
                 out.push(Finding::Shadowed { route: e.spec.name.clone(), by: by.join(", ") });
+            }
+        }
+        out
+    }
+
+    /// Reports exact and prefix paths that no normalised request path can match: `=/a//b`,
+    /// `/api/%61`, `/a/../b`. A prefix is judged with a character after it, since `/a/.` still
+    /// matches `/a/.well-known`; one that ends inside an escape (`/a%2`) is not judged.
+    pub fn analyze_paths(&self, rules: PathRules) -> Vec<Finding> {
+        let mut out = Vec::new();
+        for e in &self.routes {
+            for p in &e.spec.paths {
+                let (path, probe) = match p {
+                    PathPattern::Exact(x) => (x, x.clone()),
+                    PathPattern::Prefix(x)
+                        if !x.ends_with('%')
+                            && x.get(x.len().saturating_sub(2)..).is_none_or(|t| !t.starts_with('%')) =>
+                    {
+                        (x, format!("{x}x"))
+                    }
+                    _ => continue,
+                };
+                let reason = match normalize(&probe, rules) {
+                    Ok(None) => continue,
+                    Ok(Some(normal)) => format!("requests are matched on their normal form ({normal})"),
+                    Err(e) => format!("requests with such paths are refused: {e}"),
+                };
+                out.push(Finding::PathNeverMatches { route: e.spec.name.clone(), path: path.clone(), reason });
             }
         }
         out

@@ -4,6 +4,24 @@
 //! [`Router::find`] then picks a request's route by looking only at the routes those indexes
 //! return for its host and path, so 10,000 routes cost about what 10 do.
 //!
+//! # The path routes see
+//!
+//! Routes match the request's path in one normal form ([`normalize`]), which is also the path
+//! plugins see and the upstream receives, so that no other spelling of a protected path can
+//! reach it through another route:
+//!
+//! * escapes of unreserved characters are decoded (`/%61dmin` is `/admin`), other escapes are
+//!   written in upper case (`%3f` is `%3F`), RFC 3986 §6.2.2;
+//! * `.` and `..` segments are resolved (`/public/../admin` is `/admin`; `..` stops at the root),
+//!   RFC 3986 §5.2.4; a path ending in one ends with `/`;
+//! * `//` is `/` (`http.merge_slashes`, on by default);
+//! * refused with 400: a malformed escape, `%00`, a dot-segment with parameters (`/..;/`, which
+//!   servers that strip `;` parameters read as `..`), and by default `%2F`, `%5C` and `\`
+//!   (`http.escaped_slashes`: `reject`; `keep` leaves them encoded and not a separator, `decode`
+//!   makes them `/` before `..` is resolved).
+//!
+//! Paths are case-sensitive, as RFC 3986 says; the query string is left as it is.
+//!
 //! # Matching
 //!
 //! A route matches a request when every kind of condition it has matches:
@@ -53,11 +71,13 @@
 mod analyze;
 mod host;
 mod index;
+pub mod normalize;
 mod router;
 mod spec;
 
 pub use analyze::Finding;
 pub use index::{FastMap, FoldHasher};
+pub use normalize::{PathError, PathRules, normalize};
 pub use router::{BuildError, RouteMatch, Router};
 pub use spec::{HeaderMatch, RequestView, RouteSpec, ValueMatch};
 

@@ -5,6 +5,8 @@
 mod access_log;
 mod auth;
 mod balancing;
+mod client_faults;
+mod conformance;
 mod cors;
 mod errors;
 mod forwarding;

@@ -238,7 +238,9 @@ impl Call<'_> {
     async fn exchange(&self, fork: &mut RequestCtx) -> Outcome {
         let host = self.client_host.cloned();
         let resp =
-            match handler::forward_upstream(fork, self.conn, &self.b.route, host, 0, ProxyBody::Empty, false).await {
+            match handler::forward_upstream(fork, self.conn, &self.b.route, host, 0, ProxyBody::Empty.into(), false)
+                .await
+            {
                 Ok(resp) => resp,
                 // The gateway's own 504 means a connect or read timeout of the service.
                 Err(e) if e.status() == StatusCode::GATEWAY_TIMEOUT => return Outcome::Timeout,

@@ -8,6 +8,7 @@ mod pool;
 
 pub use body::{ReadTimedOut, UpstreamBody};
 
+use crate::limits::{BodyWatch, ClientFault};
 use crate::snapshot::{Proto, ServiceRt, TargetRt, UpstreamTimeouts};
 use body::Returnable;
 use http::{Request, Response};
@@ -16,8 +17,9 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use io::{Stream, TimedStream};
 use meshgate_core::ProxyBody;
 use std::future::Future;
+use std::time::Duration;
 use tokio::net::TcpStream;
-use tokio::time::timeout;
+use tokio::time::{Instant, timeout, timeout_at};
 
 /// Why an exchange with an upstream server failed.
 #[derive(Debug)]
@@ -31,8 +33,9 @@ pub enum Failure {
     ReadTimeout,
     /// The connection broke or the upstream answered something that is not HTTP.
     Broken(String),
-    /// The client's request body went over the size limit while streaming.
-    BodyTooLarge,
+    /// The client's side of the request failed (its body malformed, stalled, cut short or too
+    /// large): not the upstream's fault.
+    Client(ClientFault),
 }
 
 impl std::fmt::Display for Failure {
@@ -43,7 +46,7 @@ impl std::fmt::Display for Failure {
             Failure::Connect(msg) | Failure::Broken(msg) => f.write_str(msg),
             Failure::ConnectTimeout => f.write_str("connect timed out"),
             Failure::ReadTimeout => f.write_str("timed out waiting for the answer"),
-            Failure::BodyTooLarge => f.write_str("request body over the size limit"),
+            Failure::Client(fault) => write!(f, "client: {fault}"),
         }
     }
 }
@@ -80,20 +83,37 @@ impl<F: Future + 'static> hyper::rt::Executor<F> for LocalExec {
 
 /// Sends `req` to `target` within the timeouts `t` (the route's, falling back to the service's).
 /// For `upgrade` requests (WebSocket) a fresh HTTP/1.1 connection is used and never pooled: after
-/// the 101 it belongs to the tunnel.
+/// the 101 it belongs to the tunnel. `watch` is the client's streamed body, if any: a failure on
+/// its side is the client's ([`Failure::Client`]), and the read timeout counts from its end.
 pub async fn send(
     svc: &ServiceRt,
     t: &UpstreamTimeouts,
     target: &TargetRt,
     req: Request<ProxyBody>,
     upgrade: bool,
+    watch: Option<&BodyWatch>,
+) -> Result<Response<UpstreamBody>, SendError> {
+    let result = exchange(svc, t, target, req, upgrade, watch).await;
+    match (result, watch.and_then(BodyWatch::fault)) {
+        (Err(e), Some(fault)) => Err(SendError { failure: Failure::Client(fault), request: e.request }),
+        (result, _) => result,
+    }
+}
+
+async fn exchange(
+    svc: &ServiceRt,
+    t: &UpstreamTimeouts,
+    target: &TargetRt,
+    req: Request<ProxyBody>,
+    upgrade: bool,
+    watch: Option<&BodyWatch>,
 ) -> Result<Response<UpstreamBody>, SendError> {
     let mut req = req;
     if !upgrade {
         if matches!(svc.proto, Proto::H2c | Proto::Tls)
             && let Some(sender) = pool::h2(&target.pool_key)
         {
-            return send_h2(svc, t, sender, req).await;
+            return send_h2(svc, t, sender, req, watch).await;
         }
         // Idle HTTP/1.1 connections may have been closed by the server since; a request that
         // could not be sent on one comes back and goes on the next or a new connection.
@@ -105,7 +125,7 @@ pub async fn send(
             // request went out: a bodiless idempotent request lost that way is sent again on a
             // fresh connection, as nginx and browsers do. Its head is kept for that.
             let mut again = stale_retry_copy(&req);
-            match send_h1(svc, t, target, sender, req).await {
+            match send_h1(svc, t, target, sender, req, watch).await {
                 Err(SendError { failure: Failure::Broken(_), request: Some(r) }) => req = r,
                 Err(SendError { failure: Failure::Broken(_), request: None }) if again.is_some() => {
                     req = again.take().expect("checked");
@@ -122,17 +142,17 @@ pub async fn send(
     };
     match conn {
         Conn::H1(sender) if upgrade => {
-            let resp = timeout(t.read, sender_send(sender, req)).await;
+            let resp = answer(sender_send(sender, req), t.read, watch).await;
             match resp {
-                Ok(Ok(r)) => Ok(r.map(|b| UpstreamBody::new(b, t.read, None))),
-                Ok(Err(e)) => Err(SendError { failure: classify(&e), request: None }),
-                Err(_) => Err(SendError { failure: Failure::ReadTimeout, request: None }),
+                Some(Ok(r)) => Ok(r.map(|b| UpstreamBody::new(b, t.read, None))),
+                Some(Err(e)) => Err(SendError { failure: classify(&e), request: None }),
+                None => Err(SendError { failure: Failure::ReadTimeout, request: None }),
             }
         }
-        Conn::H1(sender) => send_h1(svc, t, target, sender, req).await,
+        Conn::H1(sender) => send_h1(svc, t, target, sender, req, watch).await,
         Conn::H2(sender) => {
             pool::put_h2(target.pool_key.clone(), sender.clone());
-            send_h2(svc, t, sender, req).await
+            send_h2(svc, t, sender, req, watch).await
         }
     }
 }
@@ -167,18 +187,19 @@ async fn send_h1(
     target: &TargetRt,
     mut sender: http1::SendRequest<ProxyBody>,
     req: Request<ProxyBody>,
+    watch: Option<&BodyWatch>,
 ) -> Result<Response<UpstreamBody>, SendError> {
     let fut = sender.try_send_request(req);
-    match timeout(t.read, fut).await {
-        Ok(Ok(resp)) => {
+    match answer(fut, t.read, watch).await {
+        Some(Ok(resp)) => {
             let conn = Returnable { key: target.pool_key.clone(), sender, max_idle: svc.max_idle };
             Ok(resp.map(|b| UpstreamBody::new(b, t.read, Some(conn))))
         }
-        Ok(Err(mut e)) => {
+        Some(Err(mut e)) => {
             let request = e.take_message();
             Err(SendError { failure: classify(e.error()), request })
         }
-        Err(_) => Err(SendError { failure: Failure::ReadTimeout, request: None }),
+        None => Err(SendError { failure: Failure::ReadTimeout, request: None }),
     }
 }
 
@@ -187,16 +208,36 @@ async fn send_h2(
     t: &UpstreamTimeouts,
     mut sender: http2::SendRequest<ProxyBody>,
     mut req: Request<ProxyBody>,
+    watch: Option<&BodyWatch>,
 ) -> Result<Response<UpstreamBody>, SendError> {
     to_h2(&mut req, svc.tls.is_some());
     let fut = sender.try_send_request(req);
-    match timeout(t.read, fut).await {
-        Ok(Ok(resp)) => Ok(resp.map(|b| UpstreamBody::new(b, t.read, None))),
-        Ok(Err(mut e)) => {
+    match answer(fut, t.read, watch).await {
+        Some(Ok(resp)) => Ok(resp.map(|b| UpstreamBody::new(b, t.read, None))),
+        Some(Err(mut e)) => {
             let request = e.take_message();
             Err(SendError { failure: classify(e.error()), request })
         }
-        Err(_) => Err(SendError { failure: Failure::ReadTimeout, request: None }),
+        None => Err(SendError { failure: Failure::ReadTimeout, request: None }),
+    }
+}
+
+/// Waits for the response head for `read`, counted from the end of the client's streamed body
+/// (`watch`) rather than from the start: a slow upload is not an upstream timeout. While the
+/// body streams, its own timeouts apply (`client_body_timeout` on the client's side, the write
+/// timeout on the upstream's). `None` when the time is up.
+async fn answer<F: Future>(fut: F, read: Duration, watch: Option<&BodyWatch>) -> Option<F::Output> {
+    let Some(watch) = watch else { return timeout(read, fut).await.ok() };
+    let mut fut = std::pin::pin!(fut);
+    let mut deadline = Instant::now() + read;
+    loop {
+        if let Ok(out) = timeout_at(deadline, fut.as_mut()).await {
+            return Some(out);
+        }
+        deadline = if watch.done() { Instant::from_std(watch.last_moved()) + read } else { Instant::now() + read };
+        if deadline <= Instant::now() {
+            return None;
+        }
     }
 }
 
@@ -216,8 +257,8 @@ fn to_h2(req: &mut Request<ProxyBody>, tls: bool) {
 fn classify(e: &hyper::Error) -> Failure {
     let mut source: Option<&(dyn std::error::Error + 'static)> = Some(e);
     while let Some(s) = source {
-        if s.is::<crate::limits::BodyTooLarge>() {
-            return Failure::BodyTooLarge;
+        if let Some(fault) = s.downcast_ref::<ClientFault>() {
+            return Failure::Client(*fault);
         }
         if let Some(io) = s.downcast_ref::<std::io::Error>()
             && io.kind() == std::io::ErrorKind::TimedOut

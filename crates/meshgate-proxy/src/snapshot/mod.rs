@@ -12,7 +12,7 @@ use meshgate_balance::{ActiveConfig, Balancer, TargetRegistry, TargetState};
 use meshgate_config::model::{Config, Listener, PluginRef, Retry, Route};
 use meshgate_config::{ConfigError, ConfigErrors, Document, HashOn, Source};
 use meshgate_core::{BuildContext, Consumer, Consumers, CredentialEntry, PluginScope, Registry, RouteInfo};
-use meshgate_router::{RouteSpec, Router};
+use meshgate_router::{PathRules, RouteSpec, Router};
 use rustls::pki_types::ServerName;
 use services::service;
 use std::collections::HashMap;
@@ -30,6 +30,8 @@ pub struct Snapshot {
     pub(crate) unmatched_stats: Arc<crate::metrics::RouteStats>,
     /// Client-side limits.
     pub(crate) limits: Limits,
+    /// How request paths are normalised before routing.
+    pub(crate) path_rules: PathRules,
     /// Listener settings, including TLS.
     pub(crate) listeners: Vec<ListenerRt>,
     /// Upstreams with active health checks, for the control thread to probe.
@@ -55,6 +57,7 @@ pub struct Limits {
     pub(crate) max_body_bytes: u64,
     pub(crate) client_idle_timeout: Duration,
     pub(crate) client_header_timeout: Duration,
+    pub(crate) client_body_timeout: Duration,
     pub(crate) max_connections: usize,
     pub(crate) max_concurrent_streams: u32,
 }
@@ -231,8 +234,13 @@ pub fn compile(doc: &Document, registry: &Registry, targets: &TargetRegistry) ->
             max_body_bytes: l.max_body_bytes.bytes(),
             client_idle_timeout: l.client_idle_timeout.get(),
             client_header_timeout: l.client_header_timeout.get(),
+            client_body_timeout: l.client_body_timeout.get(),
             max_connections: l.max_connections,
             max_concurrent_streams: l.max_concurrent_streams,
+        },
+        path_rules: PathRules {
+            merge_slashes: config.http.merge_slashes,
+            escaped_slashes: config.http.escaped_slashes,
         },
         listeners,
         active_checks,
@@ -469,12 +477,15 @@ impl Snapshot {
     /// Warnings about routes that can never match, for `validate` and reload logs.
     pub fn route_findings(&self) -> Vec<String> {
         use meshgate_router::Finding;
-        let findings = self.router.analyze().into_iter();
+        let findings = self.router.analyze().into_iter().chain(self.router.analyze_paths(self.path_rules));
         findings
             .map(|f| match f {
                 Finding::Unreachable { route, reason } => format!("route {route:?} can never match: {reason}"),
                 Finding::Shadowed { route, by } => {
                     format!("route {route:?} can never match: every request it matches goes to {by}")
+                }
+                Finding::PathNeverMatches { route, path, reason } => {
+                    format!("route {route:?}: path {path:?} can never match: {reason}")
                 }
             })
             .collect()
