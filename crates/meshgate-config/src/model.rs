@@ -386,6 +386,11 @@ pub struct Route {
     /// Forward the client's Host header instead of the upstream's.
     #[serde(default)]
     pub preserve_host: bool,
+    /// Protocols a client may switch to (`Upgrade`) on this route, tunnelled once the upstream
+    /// answers 101: WebSocket by default; `[]` for none. Any other upgrade is removed from the
+    /// request; `h2c` is never allowed (a tunnel past the route's plugins).
+    #[serde(default = "websocket")]
+    pub upgrades: Vec<String>,
     /// Higher wins when several routes match (before any other precedence rule).
     #[serde(default)]
     pub priority: i32,
@@ -476,6 +481,9 @@ pub struct PluginRef {
 /// Serde default `true`, shared with the upstream model.
 pub(crate) fn yes() -> bool {
     true
+}
+fn websocket() -> Vec<String> {
+    vec!["websocket".into()]
 }
 fn hundred() -> f64 {
     100.0

@@ -301,6 +301,16 @@ fn routes(config: &Config, c: &mut Checker) {
                 }
             }
         }
+        for (j, u) in r.upgrades.iter().enumerate() {
+            let token = |b: u8| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~/".contains(&b);
+            if u.eq_ignore_ascii_case("h2c") {
+                let msg = "h2c upgrades are never forwarded: the tunnel would reach every path past the route's plugins; \
+                           use h2c between the gateway and the service instead (services[].protocol: h2c)";
+                c.err(format!("routes[{i}].upgrades[{j}]"), msg);
+            } else if u.is_empty() || !u.bytes().all(token) {
+                c.err(format!("routes[{i}].upgrades[{j}]"), format!("invalid protocol {u:?}: e.g. websocket"));
+            }
+        }
         if let Some(rt) = &r.retry {
             retry(rt, &at("retry"), c);
         }
@@ -449,6 +459,18 @@ mod tests {
             Ok(_) => vec![],
             Err(e) => e.0.iter().map(|e| e.to_string()).collect(),
         }
+    }
+
+    #[test]
+    fn h2c_upgrades_are_refused() {
+        assert_eq!(errors("- {name: r, service: v1, upgrades: [websocket, SPDY/3.1]}\n"), Vec::<String>::new());
+        assert_eq!(
+            errors("- {name: r, service: v1, upgrades: [websocket, H2C, 'a b']}\n"),
+            [
+                "c.yaml:6:48: routes[0].upgrades[1]: h2c upgrades are never forwarded: the tunnel would reach every path past the route's plugins; use h2c between the gateway and the service instead (services[].protocol: h2c)",
+                "c.yaml:6:53: routes[0].upgrades[2]: invalid protocol \"a b\": e.g. websocket",
+            ]
+        );
     }
 
     #[test]

@@ -22,6 +22,7 @@ static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host"
 static X_FORWARDED_PORT: HeaderName = HeaderName::from_static("x-forwarded-port");
 static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
 static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
+static HTTP2_SETTINGS: HeaderName = HeaderName::from_static("http2-settings");
 
 /// Whether the request asks to switch protocols (WebSocket); only HTTP/1.1 can.
 pub fn is_upgrade(version: Version, headers: &HeaderMap) -> bool {
@@ -34,8 +35,9 @@ pub fn is_upgrade(version: Version, headers: &HeaderMap) -> bool {
 }
 
 /// The hop-by-hop headers (RFC 9110 §7.6.1, plus the non-standard `keep-alive` and
-/// `proxy-connection`), each with a bit for [`hop_by_hop_present`].
-static HOP_BY_HOP: [&HeaderName; 8] = [
+/// `proxy-connection`, and `http2-settings`, which belongs to an `h2c` upgrade and so never
+/// goes on), each with a bit for [`hop_by_hop_present`].
+static HOP_BY_HOP: [&HeaderName; 9] = [
     &header::CONNECTION,
     &header::TE,
     &header::TRAILER,
@@ -44,17 +46,18 @@ static HOP_BY_HOP: [&HeaderName; 8] = [
     &header::PROXY_AUTHORIZATION,
     &KEEP_ALIVE,
     &PROXY_CONNECTION,
+    &HTTP2_SETTINGS,
 ];
-const CONNECTION_BIT: u8 = 1;
-const TE_BIT: u8 = 1 << 1;
-const TRANSFER_ENCODING_BIT: u8 = 1 << 3;
-const UPGRADE_BIT: u8 = 1 << 4;
-const KEEP_ALIVE_BIT: u8 = 1 << 6;
+const CONNECTION_BIT: u16 = 1;
+const TE_BIT: u16 = 1 << 1;
+const TRANSFER_ENCODING_BIT: u16 = 1 << 3;
+const UPGRADE_BIT: u16 = 1 << 4;
+const KEEP_ALIVE_BIT: u16 = 1 << 6;
 
 /// Which hop-by-hop headers are present, as bits in [`HOP_BY_HOP`] order. One scan of the few
 /// names a message has is far cheaper than a hashed removal per hop-by-hop name (this runs twice
 /// per proxied request).
-fn hop_by_hop_present(headers: &HeaderMap) -> u8 {
+fn hop_by_hop_present(headers: &HeaderMap) -> u16 {
     let mut found = 0;
     for name in headers.keys() {
         if let Some(i) = HOP_BY_HOP.iter().position(|h| h.as_str() == name.as_str()) {

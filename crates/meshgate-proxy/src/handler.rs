@@ -44,8 +44,8 @@ pub async fn handle(
     mut req: Request<Incoming>,
     busy: BusyGuard,
 ) -> Response<ProxyBody> {
-    let upgrade = forward::is_upgrade(req.version(), req.headers());
-    let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
+    let wants_upgrade = forward::is_upgrade(req.version(), req.headers());
+    let client_upgrade = wants_upgrade.then(|| hyper::upgrade::on(&mut req));
     let (parts, body) = req.into_parts();
     let mut cx = RequestCtx::new(parts, conn.peer, conn.tls);
     cx.client_cert = conn.client_cert.clone();
@@ -85,6 +85,10 @@ pub async fn handle(
     // A split route's service is chosen first, so that its plugins run and logs name it.
     let (branch, route) = matched.choose(&cx.request.headers);
     let at = Some((route_index, branch, route));
+    // Only upgrades the route allows are forwarded (and tunnelled); any other is removed with
+    // the hop-by-hop headers and the request goes on as a plain one.
+    let upgrade = wants_upgrade && route.allows_upgrade(&cx.request.headers);
+    let client_upgrade = client_upgrade.filter(|_| upgrade);
     cx.route = Some(route.info.clone());
     if let Some(params) = route.params.as_ref().and_then(|p| p.capture(cx.request.uri.path())) {
         cx.vars.insert(params);
@@ -132,9 +136,13 @@ pub async fn handle(
     let resp = match forward_upstream(&mut cx, conn, route, client_host, matched_len, body, upgrade).await {
         Ok(mut resp) => {
             resp.body_mut().account(BodyAccount::new(route.stats().clone(), received.clone()));
-            if let Some(client_upgrade) = client_upgrade
-                && resp.status() == StatusCode::SWITCHING_PROTOCOLS
-            {
+            if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
+                let Some(client_upgrade) = client_upgrade else {
+                    // Switching protocols without being asked would leave a tunnel nobody checks.
+                    tracing::warn!(target = ?cx.upstream(), "upstream switched protocols without an upgrade asked for");
+                    let resp = gateway_error(ErrorKind::UpstreamUnavailable, &cx);
+                    return finish(&snap, at, cx, resp, &received, false).await;
+                };
                 tunnel::spawn(client_upgrade, hyper::upgrade::on(&mut resp), conn.slot.clone());
             }
             let (mut parts, mut body) = resp.into_parts();

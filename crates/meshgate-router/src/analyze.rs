@@ -76,21 +76,19 @@ impl<T> Router<T> {
         for e in &self.routes {
             for p in &e.spec.paths {
                 let (path, probe) = match p {
-                    PathPattern::Exact(x) => (x, x.clone()),
-                    PathPattern::Prefix(x)
-                        if !x.ends_with('%')
-                            && x.get(x.len().saturating_sub(2)..).is_none_or(|t| !t.starts_with('%')) =>
-                    {
-                        (x, format!("{x}x"))
-                    }
+                    PathPattern::Exact(x) => (format!("={x}"), x.clone()),
+                    PathPattern::Prefix(x) if !ends_in_escape(x) => (x.clone(), format!("{x}x")),
                     _ => continue,
                 };
                 let reason = match normalize(&probe, rules) {
                     Ok(None) => continue,
-                    Ok(Some(normal)) => format!("requests are matched on their normal form ({normal})"),
+                    Ok(Some(normal)) => {
+                        let normal = if path.starts_with('=') { &normal } else { normal.strip_suffix('x').unwrap_or(&normal) };
+                        format!("requests are matched on their normal form ({normal})")
+                    }
                     Err(e) => format!("requests with such paths are refused: {e}"),
                 };
-                out.push(Finding::PathNeverMatches { route: e.spec.name.clone(), path: path.clone(), reason });
+                out.push(Finding::PathNeverMatches { route: e.spec.name.clone(), path, reason });
             }
         }
         out
@@ -208,4 +206,10 @@ fn implies(b: &RouteSpec, a: &RouteSpec) -> bool {
                 .iter()
                 .any(|hb| hb.name == ha.name && hb.values.iter().all(|vb| ha.values.iter().any(|va| va.same_as(vb))))
         })
+}
+
+/// Whether a prefix ends inside a percent-escape (`/a%2`): what follows completes it.
+fn ends_in_escape(prefix: &str) -> bool {
+    let b = prefix.as_bytes();
+    b.last() == Some(&b'%') || (b.len() >= 2 && b[b.len() - 2] == b'%')
 }

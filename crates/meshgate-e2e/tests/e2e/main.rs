@@ -15,6 +15,7 @@ mod http2;
 mod jwt;
 mod limits;
 mod mtls;
+mod paths;
 mod plugins;
 mod pool;
 mod rate_limit;

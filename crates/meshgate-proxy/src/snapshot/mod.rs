@@ -76,6 +76,8 @@ pub struct RouteRt {
     pub(crate) service: Arc<ServiceRt>,
     pub(crate) strip_path: bool,
     pub(crate) preserve_host: bool,
+    /// Protocols clients may switch to here (`Upgrade`), in lower case.
+    pub(crate) upgrades: Arc<[Box<str>]>,
     pub(crate) chain: Chain,
     /// A weighted split over several services, each compiled as a route of its own (this route
     /// then stands for the first of them and is not used to forward); `None` for one service.
@@ -96,6 +98,19 @@ pub struct RouteRt {
 }
 
 impl RouteRt {
+    /// Whether every protocol the request's `Upgrade` offers may be switched to on this route.
+    /// An offer with one that may not (`websocket, h2c`) is not forwarded at all: the upstream
+    /// would choose among them.
+    pub(crate) fn allows_upgrade(&self, headers: &http::HeaderMap) -> bool {
+        let mut offers =
+            headers.get_all(http::header::UPGRADE).iter().flat_map(|v| v.to_str().unwrap_or("\0").split(','));
+        let allowed = |offer: &str| {
+            let name = offer.trim().split('/').next().unwrap_or_default();
+            self.upgrades.iter().any(|u| u.eq_ignore_ascii_case(name))
+        };
+        !self.upgrades.is_empty() && offers.all(allowed)
+    }
+
     /// The route's request counters.
     pub(crate) fn stats(&self) -> &Arc<crate::metrics::RouteStats> {
         self.stats.get_or_init(Default::default)
@@ -260,11 +275,13 @@ fn route(r: &Route, services: &HashMap<&str, Arc<ServiceRt>>, plugins: &Plugins)
     // each service's policy applies with a budget of its own.
     let route_retry = r.retry.as_ref().map(RetryRt::new);
     let params = crate::params::ParamRegexes::compile(&r.paths);
+    let upgrades: Arc<[Box<str>]> = r.upgrades.iter().map(|u| u.to_ascii_lowercase().into_boxed_str()).collect();
     let at = |svc: &Arc<ServiceRt>, chain: Chain, mirror: Option<Arc<MirrorRt>>| RouteRt {
         info: RouteInfo { name: r.name.as_str().into(), service: svc.name.clone() },
         service: svc.clone(),
         strip_path: r.strip_path,
         preserve_host: r.preserve_host,
+        upgrades: upgrades.clone(),
         chain,
         split: None,
         mirror,

@@ -125,3 +125,29 @@ fn sane_config_has_no_findings() {
         vec![]
     );
 }
+
+#[test]
+fn paths_requests_never_have() {
+    use crate::PathRules;
+    let never = |route: &str, path: &str, reason: &str| Finding::PathNeverMatches {
+        route: route.into(),
+        path: path.into(),
+        reason: reason.into(),
+    };
+    let routes = [
+        r("fine").paths(&["/api/", "=/a/b", "/a/.", "/a%20b", "~/x//y"]),
+        r("dots").paths(&["/a/../b", "=/a/./b"]),
+        r("escaped").paths(&["/%61pi", "=/a%2fb", "/a%2"]),
+        r("slashes").paths(&["//api"]),
+    ];
+    assert_eq!(
+        router(&routes).analyze_paths(PathRules::default()),
+        vec![
+            never("dots", "/a/../b", "requests are matched on their normal form (/b)"),
+            never("dots", "=/a/./b", "requests are matched on their normal form (/a/b)"),
+            never("escaped", "/%61pi", "requests are matched on their normal form (/api)"),
+            never("escaped", "=/a%2fb", "requests with such paths are refused: the path has an encoded slash or a backslash (%2F, %5C, \\)"),
+            never("slashes", "//api", "requests are matched on their normal form (/api)"),
+        ]
+    );
+}

@@ -28,6 +28,7 @@ pub(crate) fn r(name: &str) -> R {
         headers: Default::default(),
         strip_path: false,
         preserve_host: false,
+        upgrades: vec![],
         priority: 0,
         retry: None,
         timeouts: None,
