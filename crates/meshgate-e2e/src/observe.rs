@@ -16,9 +16,17 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 
 /// `name{label=value,…}` (labels sorted) → value of every counter, gauge and untyped sample of a
-/// scrape, parsed by `prometheus-parse`. Panics when a series appears twice: Prometheus rejects
-/// such samples.
+/// scrape, parsed by `prometheus-parse`. Panics when a family is described twice (a second
+/// `# HELP` or `# TYPE` for a name) or a series appears twice: Prometheus rejects the whole scrape
+/// for either, and `prometheus-parse` lets both pass.
 pub fn scrape_values(text: &str) -> HashMap<String, f64> {
+    let mut described = std::collections::HashSet::new();
+    for line in text.lines() {
+        let mut words = line.split(' ');
+        if let (Some("#"), Some(kind @ ("HELP" | "TYPE")), Some(name)) = (words.next(), words.next(), words.next()) {
+            assert!(described.insert((kind, name)), "a second {kind} line for {name}:\n{text}");
+        }
+    }
     let lines = text.lines().map(|l| Ok(l.to_owned()));
     let scrape = prometheus_parse::Scrape::parse(lines).expect("a valid Prometheus text exposition");
     let n = scrape.samples.len();
@@ -169,5 +177,29 @@ fn otlp_spans(batch: &Value) -> Vec<Value> {
 impl Drop for Collector {
     fn drop(&mut self) {
         self.task.abort();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::scrape_values;
+
+    #[test]
+    fn reads_a_scrape() {
+        let m = scrape_values("# HELP a_total A.\n# TYPE a_total counter\na_total{k=\"v\"} 2\n");
+        assert_eq!(m["a_total{k=v}"], 2.0);
+    }
+
+    #[test]
+    #[should_panic(expected = "a second HELP line for t_total")]
+    fn a_family_described_twice_fails() {
+        let once = "# HELP t_total T.\n# TYPE t_total counter\nt_total{p=\"a\"} 1\n";
+        scrape_values(&format!("{once}{}", once.replace("\"a\"", "\"b\"")));
+    }
+
+    #[test]
+    #[should_panic(expected = "a series appears more than once")]
+    fn a_series_written_twice_fails() {
+        scrape_values("# HELP g G.\n# TYPE g gauge\ng 1\ng 2\n");
     }
 }
