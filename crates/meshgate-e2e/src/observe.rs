@@ -49,6 +49,61 @@ pub fn scrape_values(text: &str) -> HashMap<String, f64> {
     values
 }
 
+/// Checks a page in the Prometheus text format 0.0.4 with Prometheus' own parser and linter,
+/// `promtool check metrics` (Debian package `prometheus`, installed by `scripts/test`). Panics
+/// with what promtool said unless it exits 0: a parse error or any lint problem (a counter
+/// without `_total`, a missing help, a non-base unit, …) fails.
+pub fn promtool_check(text: &str) {
+    let out = run_with_stdin("promtool", &["check", "metrics"], text);
+    assert!(
+        out.status.success(),
+        "promtool check metrics refused the page ({}):\n{}{}\n--- page ---\n{text}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// The Python interpreter of the virtualenv that `scripts/test` makes, with `prometheus-client`.
+const PYTHON: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../target/e2e-venv/bin/python3");
+
+/// Parses an OpenMetrics 1.0 page with the strict OpenMetrics parser of Prometheus' Python client
+/// (`openmetrics_check.py`, run in the virtualenv `scripts/test` makes) and returns its families,
+/// name → type. Panics with the parser's error if it refuses the page.
+pub fn openmetrics_families(text: &str) -> std::collections::BTreeMap<String, String> {
+    let script = include_str!("openmetrics_check.py");
+    let out = run_with_stdin(PYTHON, &["-c", script], text);
+    assert!(
+        out.status.success(),
+        "the OpenMetrics parser refused the page ({}):\n{}\n--- page ---\n{text}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("the checker's JSON")
+}
+
+/// Runs `program` with `input` on its standard input. A missing program fails the test: the
+/// check it makes must not be skipped.
+fn run_with_stdin(program: &str, args: &[&str], input: &str) -> std::process::Output {
+    use std::io::Write;
+    use std::process::{Command, Stdio};
+    let mut child = Command::new(program)
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot run {program} ({e}): scripts/test installs it"));
+    let mut stdin = child.stdin.take().expect("stdin");
+    let input = input.to_owned();
+    // Written from another thread, so that a child answering early cannot block both sides; a
+    // child that stops reading shows in its exit status.
+    let writer = std::thread::spawn(move || stdin.write_all(input.as_bytes()));
+    let out = child.wait_with_output().expect("wait for the child");
+    let _ = writer.join();
+    out
+}
+
 /// A span collector: Zipkin v2 (JSON arrays of spans POSTed to `/api/v2/spans`) or OTLP/HTTP
 /// JSON (`ExportTraceServiceRequest`s POSTed to `/v1/traces`). Keeps every span and the headers
 /// of every POST. Stops when dropped.

@@ -12,6 +12,7 @@ mod health;
 mod http2;
 mod jwt;
 mod limits;
+mod metrics;
 mod mtls;
 mod plugins;
 mod pool;
