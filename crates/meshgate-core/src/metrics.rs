@@ -66,7 +66,8 @@ pub fn gauges(
 }
 
 /// Writes an info family: one sample `name_info{labels} 1` (OpenMetrics type `info`, a gauge in
-/// the Prometheus text format), for facts such as the version that label other series.
+/// the Prometheus text format), for facts such as the version, which queries join onto other
+/// series.
 pub fn info(enc: &mut DescriptorEncoder<'_>, name: &str, help: &str, labels: Labels) -> fmt::Result {
     debug_assert!(plain(help), "help of {name} needs escaping: {help:?}");
     Info::new(labels).encode(enc.encode_descriptor(name, help, None, MetricType::Info)?)

@@ -1,6 +1,7 @@
-//! The status listener: `/status/live`, `/status/ready`, `/status` and `/metrics`, on their own
-//! address (`status.address`), served by the control thread so that a busy data plane never
-//! hides its own health and scraping never takes a worker's time.
+//! The status listener: `/status/live`, `/status/ready`, `/status` and `/metrics` (OpenMetrics or
+//! the Prometheus text format, as the scraper's `Accept` asks), on their own address
+//! (`status.address`), served by the control thread so that a busy data plane never hides its
+//! own health and scraping never takes a worker's time.
 
 use crate::metrics::GatewayStats;
 use bytes::Bytes;
@@ -102,8 +103,10 @@ impl Exposition {
     /// media ranges in `Accept`, the one with the highest `q` (the first among equals) that names
     /// a format written here wins: `application/openmetrics-text` of version 1.0.0 or none, or
     /// `text/plain` of version 0.0.4 or none. Wildcards name no format, so `*/*` (curl), no
-    /// `Accept` at all, or nothing known, get the text format. Unlike Go's, a range with `q=0`
-    /// is refused, as HTTP says; names and parameters are matched ignoring case.
+    /// `Accept` at all, or nothing known, get the text format (prometheus/common's newer
+    /// `NegotiateAccept` gives `*/*` the server's first choice; curl's `*/*` is a person, who
+    /// reads the text format). Unlike Go's, a range with `q=0` is refused, as HTTP says; names
+    /// and parameters are matched ignoring case.
     fn negotiate(accept: Option<&HeaderValue>) -> Exposition {
         let Some(accept) = accept.and_then(|v| v.to_str().ok()) else { return Exposition::Text };
         let mut best: Option<(f32, Exposition)> = None;

@@ -20,15 +20,15 @@ listeners: [{name: main, address: "127.0.0.1:0"}]
 status: {address: "127.0.0.1:0"}
 upstreams:
   - name: pool
-    targets: [{address: "A"}, {address: "B"}]
+    targets: [{address: "UP_A"}, {address: "UP_B"}]
     health:
       active: {path: /health, interval: 100ms}
       passive: {unhealthy_after: 3}
     target_limit: {max_in_flight: 10, queue: {size: 5, timeout: 1s}}
 services:
   - {name: pooled, upstream: pool, retry: {attempts: 1}}
-  - {name: a, url: "http://A"}
-  - {name: b, url: "http://B"}
+  - {name: a, url: "http://UP_A"}
+  - {name: b, url: "http://UP_B"}
 consumers:
   - {username: alice, groups: [ops], credentials: {key-auth: [{key: k-alice}], basic-auth: [{password_hash: 'HASH'}]}}
   - {username: carol, groups: [dev], credentials: {key-auth: [{key: k-carol}]}}
@@ -93,10 +93,8 @@ async fn the_page_of_every_plugin_passes_prometheus_parsers() {
     let redis = TestRedis::start();
     let zipkin = Collector::start().await;
     let yaml = CONFIG
-        .replace("\"A\"", &format!("\"{}\"", a.addr()))
-        .replace("\"B\"", &format!("\"{}\"", b.addr()))
-        .replace("http://A", &format!("http://{}", a.addr()))
-        .replace("http://B", &format!("http://{}", b.addr()))
+        .replace("UP_A", &a.addr().to_string())
+        .replace("UP_B", &b.addr().to_string())
         .replace("HASH", &hash_password("pw"))
         .replace("ROUTE", ROUTE)
         .replace("REDIS", &redis.url())
@@ -106,11 +104,12 @@ async fn the_page_of_every_plugin_passes_prometheus_parsers() {
     let status = gw.gateway().status_addr().expect("status listener");
 
     // What a scraper that asks for nothing in particular, or for the text format, gets.
-    for accept in [None, Some("*/*"), Some("text/plain;version=0.0.4")] {
+    let mut text = String::new();
+    for accept in [Some("*/*"), Some("text/plain;version=0.0.4"), None] {
         let page = scrape(status, accept).await;
         assert_eq!(page.header("content-type"), Some("text/plain; version=0.0.4; charset=utf-8"), "{accept:?}");
+        text = page.text();
     }
-    let text = scrape(status, None).await.text();
     assert!(!text.contains("# EOF") && !text.contains("# UNIT"), "{text}");
     promtool_check(&text);
     let values = scrape_values(&text);
