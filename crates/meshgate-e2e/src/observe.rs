@@ -67,7 +67,7 @@ pub fn promtool_check(text: &str) {
 /// The Python interpreter of the virtualenv that `scripts/test` makes, with `prometheus-client`.
 const PYTHON: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../target/e2e-venv/bin/python3");
 
-/// Parses an OpenMetrics 1.0 page with the strict OpenMetrics parser of Prometheus' Python client
+/// Parses an OpenMetrics 1.0 page with the OpenMetrics parser of Prometheus' Python client
 /// (`openmetrics_check.py`, run in the virtualenv `scripts/test` makes) and returns its families,
 /// name → type. Panics with the parser's error if it refuses the page.
 pub fn openmetrics_families(text: &str) -> std::collections::BTreeMap<String, String> {

@@ -1,8 +1,9 @@
 """Parses the OpenMetrics text read on stdin with the OpenMetrics parser of Prometheus' Python
-client (prometheus_client.openmetrics.parser), the strict one: it refuses a page without
-`# EOF`, a family described twice, a counter sample without `_total`, bad escapes, and
-histograms whose buckets, `+Inf`, `_count` and `_sum` disagree. Prints `{family: type}` as JSON;
-exits non-zero with the parser's error otherwise."""
+client (prometheus_client.openmetrics.parser), which holds a page to OpenMetrics' rules where
+text-format parsers let it pass: it refuses a page without `# EOF`, a family described twice
+(or clashing with another's sample names), a counter sample without `_total`, metadata after
+samples, interleaved series, and histograms whose buckets, `+Inf` and `_count` disagree. Prints
+`{family: type}` as JSON; exits non-zero with the parser's error otherwise."""
 
 import json
 import sys

@@ -1,9 +1,9 @@
 //! `/metrics` of a gateway with every plugin kind configured (and split, mirror and aggregation
 //! routes, an upstream with health checks and a target limit), after traffic through all of
-//! them, read by the parsers of the tools that scrape it: Prometheus' `promtool` for the text
-//! format 0.0.4 and the strict OpenMetrics parser of Prometheus' Python client. Then the families
-//! on the page against those documented in `docs/observability.md` and those the Grafana
-//! dashboard queries.
+//! them, read by parsers from outside the project: Prometheus' `promtool` for the text format
+//! 0.0.4 and the OpenMetrics parser of Prometheus' Python client, which enforces OpenMetrics'
+//! rules. Then the families on the page against those documented in `docs/observability.md` and
+//! those the Grafana dashboard queries.
 
 use meshgate_e2e::observe::{Collector, openmetrics_families, promtool_check, scrape_values};
 use meshgate_e2e::redis::TestRedis;
