@@ -16,9 +16,17 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 
 /// `name{label=value,…}` (labels sorted) → value of every counter, gauge and untyped sample of a
-/// scrape, parsed by `prometheus-parse`. Panics when a series appears twice: Prometheus rejects
-/// such samples.
+/// scrape, parsed by `prometheus-parse`. Panics when a family is described twice (a second
+/// `# HELP` or `# TYPE` for a name) or a series appears twice: Prometheus rejects the whole scrape
+/// for either, and `prometheus-parse` lets both pass.
 pub fn scrape_values(text: &str) -> HashMap<String, f64> {
+    let mut described = std::collections::HashSet::new();
+    for line in text.lines() {
+        let mut words = line.split(' ');
+        if let (Some("#"), Some(kind @ ("HELP" | "TYPE")), Some(name)) = (words.next(), words.next(), words.next()) {
+            assert!(described.insert((kind, name)), "a second {kind} line for {name}:\n{text}");
+        }
+    }
     let lines = text.lines().map(|l| Ok(l.to_owned()));
     let scrape = prometheus_parse::Scrape::parse(lines).expect("a valid Prometheus text exposition");
     let n = scrape.samples.len();
@@ -39,6 +47,61 @@ pub fn scrape_values(text: &str) -> HashMap<String, f64> {
         .collect();
     assert_eq!(values.len(), n, "a series appears more than once in the scrape:\n{text}");
     values
+}
+
+/// Checks a page in the Prometheus text format 0.0.4 with Prometheus' own parser and linter,
+/// `promtool check metrics` (Debian package `prometheus`, installed by `scripts/test`). Panics
+/// with what promtool said unless it exits 0: a parse error or any lint problem (a counter
+/// without `_total`, a missing help, a non-base unit, …) fails.
+pub fn promtool_check(text: &str) {
+    let out = run_with_stdin("promtool", &["check", "metrics"], text);
+    assert!(
+        out.status.success(),
+        "promtool check metrics refused the page ({}):\n{}{}\n--- page ---\n{text}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// The Python interpreter of the virtualenv that `scripts/test` makes, with `prometheus-client`.
+const PYTHON: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../target/e2e-venv/bin/python3");
+
+/// Parses an OpenMetrics 1.0 page with the OpenMetrics parser of Prometheus' Python client
+/// (`openmetrics_check.py`, run in the virtualenv `scripts/test` makes) and returns its families,
+/// name → type. Panics with the parser's error if it refuses the page.
+pub fn openmetrics_families(text: &str) -> std::collections::BTreeMap<String, String> {
+    let script = include_str!("openmetrics_check.py");
+    let out = run_with_stdin(PYTHON, &["-c", script], text);
+    assert!(
+        out.status.success(),
+        "the OpenMetrics parser refused the page ({}):\n{}\n--- page ---\n{text}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("the checker's JSON")
+}
+
+/// Runs `program` with `input` on its standard input. A missing program fails the test: the
+/// check it makes must not be skipped.
+fn run_with_stdin(program: &str, args: &[&str], input: &str) -> std::process::Output {
+    use std::io::Write;
+    use std::process::{Command, Stdio};
+    let mut child = Command::new(program)
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot run {program} ({e}): scripts/test installs it"));
+    let mut stdin = child.stdin.take().expect("stdin");
+    let input = input.to_owned();
+    // Written from another thread, so that a child answering early cannot block both sides; a
+    // child that stops reading shows in its exit status.
+    let writer = std::thread::spawn(move || stdin.write_all(input.as_bytes()));
+    let out = child.wait_with_output().expect("wait for the child");
+    let _ = writer.join();
+    out
 }
 
 /// A span collector: Zipkin v2 (JSON arrays of spans POSTed to `/api/v2/spans`) or OTLP/HTTP
@@ -169,5 +232,29 @@ fn otlp_spans(batch: &Value) -> Vec<Value> {
 impl Drop for Collector {
     fn drop(&mut self) {
         self.task.abort();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::scrape_values;
+
+    #[test]
+    fn reads_a_scrape() {
+        let m = scrape_values("# HELP a_total A.\n# TYPE a_total counter\na_total{k=\"v\"} 2\n");
+        assert_eq!(m["a_total{k=v}"], 2.0);
+    }
+
+    #[test]
+    #[should_panic(expected = "a second HELP line for t_total")]
+    fn a_family_described_twice_fails() {
+        let once = "# HELP t_total T.\n# TYPE t_total counter\nt_total{p=\"a\"} 1\n";
+        scrape_values(&format!("{once}{}", once.replace("\"a\"", "\"b\"")));
+    }
+
+    #[test]
+    #[should_panic(expected = "a series appears more than once")]
+    fn a_series_written_twice_fails() {
+        scrape_values("# HELP g G.\n# TYPE g gauge\ng 1\ng 2\n");
     }
 }

@@ -37,3 +37,25 @@ pub fn builtin() -> Registry {
     r.register(transform::response_transformer::Factory);
     r
 }
+
+#[cfg(test)]
+mod tests {
+    /// Prometheus refuses a whole scrape that describes a family twice, so the plugins together
+    /// describe each of theirs once, whichever are configured (the e2e tests check the gateway's
+    /// whole page with Prometheus' own `promtool`).
+    #[test]
+    fn every_plugin_family_is_described_once() {
+        let mut r = meshgate_core::metrics::MetricsRegistry::default();
+        for f in super::builtin().factories() {
+            f.register_metrics(&mut r);
+        }
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &r).unwrap();
+        let mut families: Vec<&str> = text.lines().filter_map(|l| l.strip_prefix("# TYPE ")).collect();
+        let n = families.len();
+        families.sort_unstable();
+        families.dedup();
+        assert_eq!(families.len(), n, "{text}");
+        assert!(text.contains("meshgate_transform_bodies_total{plugin=\"response-transformer\""), "{text}");
+    }
+}

@@ -52,12 +52,7 @@ pub(crate) fn registry(
 ) -> MetricsRegistry {
     let mut r = MetricsRegistry::default();
     r.register_collector(metrics::collector(move |enc| {
-        metrics::gauges(
-            enc,
-            "meshgate_info",
-            "meshgate's version.",
-            [(label("version", env!("CARGO_PKG_VERSION")), 1)],
-        )?;
+        metrics::info(enc, "meshgate", "meshgate's version.", label("version", env!("CARGO_PKG_VERSION")))?;
         metrics::gauges(
             enc,
             "meshgate_uptime_seconds",
@@ -191,7 +186,7 @@ impl Latency {
         let buckets: Vec<(f64, u64)> = BOUNDS
             .iter()
             .copied()
-            .chain([f64::MAX])
+            .chain([f64::INFINITY])
             .zip(&self.buckets)
             .map(|(b, n)| (b, n.load(Ordering::Relaxed)))
             .collect();
@@ -311,7 +306,7 @@ fn encode_routes(
     metrics::counters(
         enc,
         "meshgate_requests",
-        "Requests answered, by route, service, method and status class (route \"\" matched none).",
+        "Requests answered, by route, service, method and status class (empty route: matched none).",
         requests,
     )?;
     for (name, help, pick) in [

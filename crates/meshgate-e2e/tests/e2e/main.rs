@@ -14,6 +14,7 @@ mod health;
 mod http2;
 mod jwt;
 mod limits;
+mod metrics;
 mod mtls;
 mod paths;
 mod plugins;

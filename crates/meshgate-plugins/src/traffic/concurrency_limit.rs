@@ -73,6 +73,25 @@ pub fn snapshot() -> Vec<Load> {
     list.iter().filter_map(Weak::upgrade).map(|l| l.load()).collect()
 }
 
+/// One load per scope. After a reload, the old config's limiters live on until their requests
+/// finish, beside the new ones of the same scopes: one series each would be the same series
+/// twice, which Prometheus refuses. The counts add up; the limit is the newest limiter's (the
+/// running config's).
+fn per_scope(loads: Vec<Load>) -> Vec<Load> {
+    let mut out: Vec<Load> = Vec::with_capacity(loads.len());
+    for l in loads {
+        match out.iter_mut().find(|o| o.scope == l.scope) {
+            Some(o) => {
+                o.in_flight += l.in_flight;
+                o.queued += l.queued;
+                o.max_in_flight = l.max_in_flight;
+            }
+            None => out.push(l),
+        }
+    }
+    out
+}
+
 struct Limiter {
     scope: String,
     max: usize,
@@ -146,7 +165,7 @@ impl PluginFactory for Factory {
     }
     fn register_metrics(&self, registry: &mut MetricsRegistry) {
         registry.register_collector(metrics::collector(|enc| {
-            let loads = snapshot();
+            let loads = per_scope(snapshot());
             let by = |f: fn(&Load) -> usize| {
                 loads.iter().map(move |l| (vec![("scope", l.scope.clone())], f(l) as i64)).collect::<Vec<_>>()
             };
@@ -196,6 +215,18 @@ mod tests {
     use super::*;
     use crate::testing::{plugin, request};
     use serde_json::json;
+
+    #[test]
+    fn one_load_per_scope() {
+        let load = |scope: &str, max_in_flight, in_flight, queued| Load {
+            scope: scope.into(),
+            max_in_flight,
+            in_flight,
+            queued,
+        };
+        let merged = per_scope(vec![load("route:a", 5, 2, 1), load("global", 9, 0, 0), load("route:a", 3, 1, 0)]);
+        assert_eq!(merged, [load("route:a", 3, 3, 1), load("global", 9, 0, 0)]);
+    }
 
     #[tokio::test]
     async fn slots_queue_and_refusals() {

@@ -389,21 +389,28 @@ impl Stats {
     }
 }
 
-/// Registers a transformer's counters under `plugin`.
-pub(crate) fn register_metrics(registry: &mut MetricsRegistry, plugin: &'static str, stats: &'static Stats) {
+/// Registers the counters of both transformers, as one family each with a `plugin` label:
+/// a family written twice (once per transformer) makes Prometheus reject the whole scrape.
+/// Called by request-transformer's factory alone.
+pub(crate) fn register_metrics(registry: &mut MetricsRegistry) {
+    let plugins = [
+        (request_transformer::NAME, &request_transformer::STATS),
+        (response_transformer::NAME, &response_transformer::STATS),
+    ];
     registry.register_collector(metrics::collector(move |enc| {
-        let (outcomes, reasons) = stats.read();
+        let read = plugins.map(|(plugin, stats)| (plugin, stats.read()));
+        let label = |plugin: &str, key, value: &str| vec![("plugin", plugin.to_owned()), (key, value.to_owned())];
         metrics::counters(
             enc,
             "meshgate_transform_bodies",
             "Bodies a transformer was given, by what became of them: transformed, passed on untouched, refused.",
-            outcomes.map(|(o, n)| (vec![("plugin", plugin.to_owned()), ("outcome", o.to_owned())], n)),
+            read.iter().flat_map(|(plugin, (outcomes, _))| outcomes.map(|(o, n)| (label(plugin, "outcome", o), n))),
         )?;
         metrics::counters(
             enc,
             "meshgate_transform_untouched",
             "Bodies a transformer passed on or refused, by reason: not_json, too_large, invalid_json, encoded.",
-            reasons.map(|(r, n)| (vec![("plugin", plugin.to_owned()), ("reason", r.to_owned())], n)),
+            read.iter().flat_map(|(plugin, (_, reasons))| reasons.map(|(r, n)| (label(plugin, "reason", r), n))),
         )
     }));
 }

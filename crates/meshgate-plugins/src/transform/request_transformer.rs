@@ -23,7 +23,7 @@ pub struct Factory;
 /// Request bodies seen, since start.
 pub(crate) static STATS: Stats = Stats::new();
 
-const NAME: &str = "request-transformer";
+pub(crate) const NAME: &str = "request-transformer";
 
 impl PluginFactory for Factory {
     fn name(&self) -> &'static str {
@@ -46,8 +46,9 @@ impl PluginFactory for Factory {
         }
         Ok(Built::Plugin(Arc::new(RequestTransformer { c: compiled, phases })))
     }
+    /// Registers the counters of both transformers (response-transformer registers none).
     fn register_metrics(&self, registry: &mut MetricsRegistry) {
-        super::register_metrics(registry, NAME, &STATS);
+        super::register_metrics(registry);
     }
 }
 

@@ -13,7 +13,6 @@ use super::template::{Captured, Scope, capture};
 use super::{Compiled, Config, Reason, Stats};
 use bytes::Bytes;
 use http::StatusCode;
-use meshgate_core::metrics::MetricsRegistry;
 use meshgate_core::{
     BuildContext, Built, Flow, PathParams, Phases, Plugin, PluginConfigError, PluginFactory, RequestCtx, SpanTags,
     async_trait, json_error, parse_config,
@@ -23,10 +22,11 @@ use std::sync::Arc;
 /// Registers `response-transformer`.
 pub struct Factory;
 
-/// Response bodies seen, since start.
+/// Response bodies seen, since start; exported by request-transformer's factory, which writes
+/// both transformers' counters in one family each.
 pub(crate) static STATS: Stats = Stats::new();
 
-const NAME: &str = "response-transformer";
+pub(crate) const NAME: &str = "response-transformer";
 
 impl PluginFactory for Factory {
     fn name(&self) -> &'static str {
@@ -55,9 +55,6 @@ impl PluginFactory for Factory {
             phases = phases | Phases::RESPONSE_BODY;
         }
         Ok(Built::Plugin(Arc::new(ResponseTransformer { c: compiled, phases })))
-    }
-    fn register_metrics(&self, registry: &mut MetricsRegistry) {
-        super::register_metrics(registry, NAME, &STATS);
     }
 }
 
