@@ -83,7 +83,8 @@ impl<T> Router<T> {
                 let reason = match normalize(&probe, rules) {
                     Ok(None) => continue,
                     Ok(Some(normal)) => {
-                        let normal = if path.starts_with('=') { &normal } else { normal.strip_suffix('x').unwrap_or(&normal) };
+                        let normal =
+                            if path.starts_with('=') { &normal } else { normal.strip_suffix('x').unwrap_or(&normal) };
                         format!("requests are matched on their normal form ({normal})")
                     }
                     Err(e) => format!("requests with such paths are refused: {e}"),

@@ -146,7 +146,11 @@ fn paths_requests_never_have() {
             never("dots", "/a/../b", "requests are matched on their normal form (/b)"),
             never("dots", "=/a/./b", "requests are matched on their normal form (/a/b)"),
             never("escaped", "/%61pi", "requests are matched on their normal form (/api)"),
-            never("escaped", "=/a%2fb", "requests with such paths are refused: the path has an encoded slash or a backslash (%2F, %5C, \\)"),
+            never(
+                "escaped",
+                "=/a%2fb",
+                "requests with such paths are refused: the path has an encoded slash or a backslash (%2F, %5C, \\)"
+            ),
             never("slashes", "//api", "requests are matched on their normal form (/api)"),
         ]
     );
