@@ -117,7 +117,7 @@ plugins: [{plugin}]
     assert_eq!(resp.seen_header("x-b3-parentspanid").as_deref(), Some(server_id.as_str()));
     assert_eq!(resp.seen_header("x-b3-sampled").as_deref(), Some("1"));
     assert_eq!(resp.seen_header("traceparent"), None, "the caller spoke B3: B3 goes on, alone");
-    assert_eq!(resp.seen_header("tracestate").as_deref(), Some("vendor=abc"));
+    assert_eq!(resp.seen_header("tracestate"), None, "no traceparent came: tracestate has no trace to go with");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -212,7 +212,7 @@ plugins: [{plugin}]
     assert_eq!(b3.split('-').nth(2), Some("0"), "{b3}");
     assert_eq!(resp.seen_header("x-b3-traceid"), None);
     let tp = resp.seen_header("traceparent").unwrap();
-    assert!(tp.starts_with(&format!("00-{new}-")) && tp.ends_with("-00"), "{tp}");
+    assert!(tp.starts_with(&format!("00-{new}-")) && tp.ends_with("-02"), "unsampled, a random id: {tp}");
     // An unsampled caller stays unsampled; an invalid traceparent starts a new trace.
     let resp = client::get_with(gw.addr(), "/", &[("traceparent", &format!("00-{TRACE}-{PARENT}-00"))]).await;
     let tp = resp.seen_header("traceparent").unwrap();

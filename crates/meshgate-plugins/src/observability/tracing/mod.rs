@@ -16,9 +16,10 @@ pub mod export;
 mod otlp;
 pub mod span;
 mod subcalls;
+pub mod tracestate;
 
 use crate::observability::handoff::Handoff;
-use context::{Decision, Format, Forms, Outgoing, TraceId};
+use context::{Decision, Format, Forms, Kept, Outgoing, TraceId};
 use export::{DROPPED, EXPORT_ERRORS, EXPORTED, Protocol, Settings};
 use meshgate_config::units::Duration;
 use meshgate_core::metrics::{self, MetricsRegistry};
@@ -336,13 +337,27 @@ impl Plugin for Tracing {
     async fn on_request(&self, cx: &mut RequestCtx) -> Flow {
         let seen = context::scan(&cx.request.headers);
         let incoming = context::extract(&seen, &self.formats);
-        let (trace_id, parent_id) = match incoming.ids {
-            Some((t, s)) => (t, Some(s)),
-            None => (TraceId { value: fastrand::u128(1..), short: false }, None),
+        // A new trace's id is random through and through.
+        let (trace_id, parent_id, random) = match incoming.ids {
+            Some((t, s)) => (t, Some(s), incoming.w3c.is_some_and(|w| w.random)),
+            None => (TraceId { value: fastrand::u128(1..), short: false }, None, true),
         };
         let sampled = self.sampler.decide(incoming.decision, trace_id);
         let debug = incoming.decision == Some(Decision::Debug);
-        let forms = seen.forms().bits();
+        let forms = Kept { forms: seen.forms(), random }.bits();
+        // `tracestate` goes on only with its own trace, and only when it is valid.
+        if seen.tracestate && self.read.has(Forms::W3C) {
+            let verdict = match incoming.w3c {
+                Some(_) => tracestate::check(&cx.request.headers),
+                None => tracestate::Verdict::Drop,
+            };
+            let headers = &mut cx.request.headers;
+            match verdict {
+                tracestate::Verdict::Keep => {}
+                tracestate::Verdict::Drop => drop(headers.remove(&context::TRACESTATE)),
+                tracestate::Verdict::Combine(v) => drop(headers.insert(&context::TRACESTATE, v)),
+            }
+        }
         cx.trace = Some(TraceIds { trace_id, span_id: new_id(), parent_id, sampled, debug, forms });
         Flow::Continue
     }
@@ -361,8 +376,9 @@ impl Plugin for Tracing {
         };
         // The client's headers travel on in the upstream request, so the forms it came with
         // (noted in `on_request`) are the ones there; an earlier attempt wrote the same forms.
-        let (write, stale) = self.inject.plan(Forms::from_bits(t.forms), self.read);
-        let out = Outgoing { trace: t.trace_id, span: id, parent: t.span_id, decision };
+        let kept = Kept::from_bits(t.forms);
+        let (write, stale) = self.inject.plan(kept.forms, self.read);
+        let out = Outgoing { trace: t.trace_id, span: id, parent: t.span_id, decision, random: kept.random };
         context::inject(&mut upstream.headers, write, stale, out);
         Flow::Continue
     }
@@ -426,5 +442,7 @@ impl Tracing {
     }
 }
 
+#[cfg(test)]
+mod spec_tests;
 #[cfg(test)]
 mod tests;

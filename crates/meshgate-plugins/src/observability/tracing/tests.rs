@@ -47,7 +47,7 @@ fn spans(rx: &Receiver<Value>, n: usize) -> Vec<Value> {
 }
 
 /// The upstream request's head: the client's headers travel on in it, as the proxy sends them.
-fn upstream_parts(cx: &RequestCtx) -> http::request::Parts {
+pub(super) fn upstream_parts(cx: &RequestCtx) -> http::request::Parts {
     let mut parts = http::Request::builder().uri("/v1/items").body(()).unwrap().into_parts().0;
     parts.headers = cx.request.headers.clone();
     parts
@@ -177,7 +177,10 @@ async fn unsampled_requests_propagate_and_record_nothing() {
     let b3 = parts.headers["b3"].to_str().unwrap();
     assert!(b3.starts_with(&format!("{}-", tc.trace_id.hex())) && b3.contains("-0-"), "{b3}");
     assert!(parts.headers.get("x-b3-traceid").is_none(), "B3's multiple headers only when asked for");
-    assert!(parts.headers["traceparent"].to_str().unwrap().ends_with("-00"), "a new trace gets the default forms");
+    assert!(
+        parts.headers["traceparent"].to_str().unwrap().ends_with("-02"),
+        "a new trace gets the default forms (unsampled, random)"
+    );
     t.on_log(&cx);
     assert!(rx.recv_timeout(Duration::from_millis(100)).is_err(), "nothing recorded");
 
