@@ -35,9 +35,10 @@ pub fn check(headers: &HeaderMap) -> Verdict {
         (_, 1) => Verdict::Keep,
         _ => {
             // Rare (several headers): one value, made of each header's list without the
-            // whitespace around it.
+            // whitespace and empty members around it.
             let mut joined = Vec::new();
-            for v in values.iter().map(|v| v.as_bytes().trim_ascii()).filter(|v| !is_blank(v)) {
+            let ends = |b: &u8| matches!(b, b',' | b' ' | b'\t');
+            for v in values.iter().map(|v| trim(v.as_bytes(), ends)).filter(|v| !v.is_empty()) {
                 if !joined.is_empty() {
                     joined.push(b',');
                 }
@@ -48,9 +49,11 @@ pub fn check(headers: &HeaderMap) -> Verdict {
     }
 }
 
-/// Whether a header's list holds no member (empty, or only commas and whitespace).
-fn is_blank(v: &[u8]) -> bool {
-    v.iter().all(|b| matches!(b, b',' | b' ' | b'\t'))
+/// `v` without the bytes `cut` takes at either end.
+fn trim(v: &[u8], cut: impl Fn(&u8) -> bool) -> &[u8] {
+    let start = v.iter().position(|b| !cut(b)).unwrap_or(v.len());
+    let end = v.iter().rposition(|b| !cut(b)).map_or(start, |i| i + 1);
+    &v[start..end]
 }
 
 /// Checks one header's list, counting its members into `count`: false when a member is
@@ -109,6 +112,7 @@ mod tests {
     fn several_headers_are_combined() {
         let one = |s: &str| Verdict::Combine(HeaderValue::from_str(s).unwrap());
         assert_eq!(verdict(&["a=1, b=2 ", "", "\tc=3"]), one("a=1, b=2,c=3"));
+        assert_eq!(verdict(&["a=1,", ", b=2,,"]), one("a=1,b=2"), "no empty members at the seams");
         assert_eq!(verdict(&["a=1", " , "]), one("a=1"));
         assert_eq!(verdict(&["", " "]), Verdict::Drop);
         assert_eq!(verdict(&["a=1", "B=2"]), Verdict::Drop, "an invalid member drops every header");
