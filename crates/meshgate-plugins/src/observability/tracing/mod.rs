@@ -17,6 +17,7 @@ mod otlp;
 pub mod span;
 mod subcalls;
 pub mod tracestate;
+pub mod url;
 
 use crate::observability::handoff::Handoff;
 use context::{Decision, Format, Forms, Kept, Outgoing, TraceId};
@@ -28,10 +29,11 @@ use meshgate_core::{
     async_trait, parse_config,
 };
 use serde::Deserialize;
-use span::{Call, Path, Record, Server};
+use span::{Call, Local, Record, Server};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Instant, UNIX_EPOCH};
+use url::{PathQuery, Redact};
 
 /// Registers `tracing`.
 pub struct Factory;
@@ -63,6 +65,10 @@ struct Config {
     /// With `inject: preserve`, the forms a request that brought no context gets.
     #[serde(default = "default_forms")]
     inject_default: Vec<String>,
+    /// Query parameters whose values spans show as `REDACTED`, besides the signatures of signed
+    /// URLs; or `all`.
+    #[serde(default)]
+    redact_query: serde_json::Value,
 }
 
 /// `zipkin:` or `otlp:`: the collector and how spans are sent to it.
@@ -197,6 +203,7 @@ impl PluginFactory for Factory {
             serde_json::Value::Array(items) => Inject::Always(forms("inject", items.iter().map(|v| v.as_str()))?),
             _ => return Err(PluginConfigError::new("inject", "`preserve`, or a list of forms: b3, b3-single, w3c")),
         };
+        let redact = Redact::from_config(&c.redact_query)?;
         let tx = export::exporter(&z.url, settings).map_err(|m| PluginConfigError::new(format!("{key}.url"), m))?;
         let mut formats = c.propagation;
         formats.dedup();
@@ -205,7 +212,7 @@ impl PluginFactory for Factory {
             read,
             inject,
             sampler: Sampler::new(c.sampling),
-            service: c.service_name.to_lowercase().into(),
+            local: Arc::new(Local { service: c.service_name.to_lowercase().into(), redact }),
             tx,
         })))
     }
@@ -315,8 +322,8 @@ struct Tracing {
     inject: Inject,
     /// Decides for traces that come without a decision.
     sampler: Sampler,
-    /// `localEndpoint.serviceName`, lower case.
-    service: Arc<str>,
+    /// `localEndpoint.serviceName` and `redact_query`, shared by the instance's spans.
+    local: Arc<Local>,
     /// The exporter's queue for this instance's collector.
     tx: Arc<Handoff<export::Queued>>,
 }
@@ -408,26 +415,29 @@ impl Tracing {
         let calls = cx
             .attempts
             .iter()
-            .map(|a| Call {
+            .enumerate()
+            .map(|(i, a)| Call {
                 id: if a.span_id == 0 { new_id() } else { a.span_id },
                 method: None,
-                path: a.uri.as_deref().map(Path::of),
+                url: a.uri.as_deref().map(PathQuery::of),
                 timestamp: at(a.start),
                 duration: micros(a.start, a.end.unwrap_or(now)),
                 remote: a.target.clone(),
                 remote_service: remote_service.clone(),
                 backend: None,
-                error: None,
+                error: a.failure.clone(),
                 status: a.status,
                 retried: a.retried,
+                resend: i as u32,
             })
             .collect();
         Record {
             trace_id: t.trace_id,
             debug: t.debug,
-            local_service: self.service.clone(),
+            local: self.local.clone(),
             method: cx.request.method.clone(),
-            path: Path::of(&cx.request.uri),
+            url: PathQuery::of(&cx.request.uri),
+            tls: cx.tls,
             server: Server {
                 id: t.span_id,
                 parent_id: t.parent_id,
