@@ -6,8 +6,8 @@
 //! its headers and writes the upstream's: no span is kept, nothing is queued, no lock is taken.
 //!
 //! A sampled request records a SERVER span (arrival to the end of the response body) and a
-//! CLIENT span per upstream attempt, so retries show up as what they are: several calls, the
-//! earlier ones tagged `error: retried`. Each attempt is the parent of the upstream's own spans:
+//! CLIENT span per upstream attempt, so retries show up as what they are: several calls, each
+//! failed one an error that says why. Each attempt is the parent of the upstream's own spans:
 //! the headers written in `before_upstream` carry the attempt's span id. Spans are encoded and
 //! sent by a background thread ([`export`]); a request never waits for the collector.
 
@@ -16,7 +16,7 @@ pub mod export;
 mod otlp;
 pub mod span;
 mod subcalls;
-pub mod tracestate;
+mod tracestate;
 pub mod url;
 
 use crate::observability::handoff::Handoff;
@@ -361,8 +361,12 @@ impl Plugin for Tracing {
             let headers = &mut cx.request.headers;
             match verdict {
                 tracestate::Verdict::Keep => {}
-                tracestate::Verdict::Drop => drop(headers.remove(&context::TRACESTATE)),
-                tracestate::Verdict::Combine(v) => drop(headers.insert(&context::TRACESTATE, v)),
+                tracestate::Verdict::Drop => {
+                    headers.remove(&context::TRACESTATE);
+                }
+                tracestate::Verdict::Combine(v) => {
+                    headers.insert(&context::TRACESTATE, v);
+                }
             }
         }
         cx.trace = Some(TraceIds { trace_id, span_id: new_id(), parent_id, sampled, debug, forms });

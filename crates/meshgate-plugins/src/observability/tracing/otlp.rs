@@ -135,7 +135,7 @@ fn block(e: &Ends<'_>, out: &mut Vec<u8>) {
     }
 }
 
-/// A string attribute whose value is bytes of a `str` (a URL's).
+/// [`attr`] with a value kept as bytes that were a `str` (a URL's).
 fn attr_bytes(out: &mut Vec<u8>, key: &str, value: &[u8]) {
     out.extend_from_slice(b",{\"key\":\"");
     out.extend_from_slice(key.as_bytes());
@@ -211,11 +211,7 @@ fn nanos(out: &mut Vec<u8>, us: u64) {
 
 /// A string attribute after another; `key` is a constant that needs no escaping.
 fn attr(out: &mut Vec<u8>, key: &str, value: &str) {
-    out.extend_from_slice(b",{\"key\":\"");
-    out.extend_from_slice(key.as_bytes());
-    out.extend_from_slice(b"\",\"value\":{\"stringValue\":");
-    string(out, value);
-    out.extend_from_slice(b"}}");
+    attr_bytes(out, key, value.as_bytes());
 }
 
 /// An integer attribute after another (int64: a string in JSON); `key` as for [`attr`].

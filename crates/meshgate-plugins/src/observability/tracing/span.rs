@@ -18,7 +18,7 @@ use std::borrow::Cow;
 use std::sync::Arc;
 
 /// What the spans of one plugin instance share, held once and pointed at by each record.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Local {
     /// `localEndpoint.serviceName` (OTLP's `service.name`), lower case.
     pub service: Box<str>,

@@ -221,6 +221,12 @@ async fn w3c_tracestate() {
             Continue("00"),
             None,
         ),
+        (
+            "a misnamed header: trace.state",
+            [tp(format!("00-{T}-{P}-00")), vec![("trace.state", "foo=1".into())]].concat(),
+            Continue("00"),
+            None,
+        ),
         // Empty headers, several headers.
         ("an empty tracestate", with_state(&[""]), Continue("00"), None),
         ("only optional whitespace and commas", with_state(&[" , \t,"]), Continue("00"), None),
@@ -233,7 +239,9 @@ async fn w3c_tracestate() {
             Some("a=1,b=2,c=3,d=4,e=5"),
         ),
         ("duplicated keys in one header", with_state(&["foo=1,foo=2"]), Continue("00"), Some("foo=1,foo=2")),
-        ("duplicated keys in two headers", with_state(&["foo=1", "foo=1"]), Continue("00"), Some("foo=1,foo=1")),
+        ("the same member twice in one header", with_state(&["foo=1,foo=1"]), Continue("00"), Some("foo=1,foo=1")),
+        ("the same member in two headers", with_state(&["foo=1", "foo=1"]), Continue("00"), Some("foo=1,foo=1")),
+        ("duplicated keys in two headers", with_state(&["foo=1", "foo=2"]), Continue("00"), Some("foo=1,foo=2")),
         // Characters.
         ("every character a key and a value may have", with_state(&[&all_chars]), Continue("00"), Some(&all_chars)),
         ("the same with a vendor after @", with_state(&[&vendor_chars]), Continue("00"), Some(&vendor_chars)),
@@ -249,7 +257,11 @@ async fn w3c_tracestate() {
             Continue("00"),
             Some("foo=1,bar=2,baz=3"),
         ),
-        ("optional whitespace around the list", with_state(&["\t foo=1 \t"]), Continue("00"), Some("foo=1")),
+        ("a space before the list", with_state(&[" foo=1"]), Continue("00"), Some("foo=1")),
+        ("a tab before the list", with_state(&["\tfoo=1"]), Continue("00"), Some("foo=1")),
+        ("a space after the list", with_state(&["foo=1 "]), Continue("00"), Some("foo=1")),
+        ("a tab after the list", with_state(&["foo=1\t"]), Continue("00"), Some("foo=1")),
+        ("tabs and spaces around the list", with_state(&["\t foo=1 \t"]), Continue("00"), Some("foo=1")),
         ("a value starting with a space", with_state(&["foo= 1"]), Continue("00"), Some("foo= 1")),
         ("a space before =", with_state(&["foo =1"]), Continue("00"), None),
         ("a key in upper case", with_state(&["FOO=1"]), Continue("00"), None),
@@ -297,6 +309,35 @@ async fn w3c_tracestate() {
         ),
     ])
     .await;
+}
+
+/// The W3C suite's "advanced" cases, where the service calls out several times: for a proxy,
+/// the attempts of a retried request. Each gets its own parent id, in the same trace.
+#[tokio::test]
+async fn w3c_several_calls_out() {
+    let (t, _rx) = tracer(0.0);
+    let zero = format!("00-{}-{P}-01", "0".repeat(32));
+    let valid = format!("00-{T}-{P}-01");
+    for (name, headers) in [
+        ("a valid traceparent", vec![("traceparent", valid.as_str())]),
+        ("none", vec![]),
+        ("an invalid traceparent", vec![("traceparent", zero.as_str())]),
+    ] {
+        let mut cx = request("/", &headers);
+        t.on_request(&mut cx).await;
+        let mut sent = Vec::new();
+        for target in ["10.0.0.1:80", "10.0.0.2:80", "10.0.0.3:80"] {
+            crate::testing::begin_attempt(&mut cx, target, "/");
+            let mut parts = upstream_parts(&cx);
+            t.before_upstream(&mut cx, &mut parts).await;
+            sent.push(traceparent(&parts.headers));
+        }
+        let traces: std::collections::HashSet<_> = sent.iter().map(|(t, _, _)| t.clone()).collect();
+        let parents: std::collections::HashSet<_> = sent.iter().map(|(_, p, _)| p.clone()).collect();
+        assert_eq!((traces.len(), parents.len()), (1, 3), "{name}: one trace, a parent id per call");
+        let trace = traces.into_iter().next().unwrap();
+        assert_eq!(trace == T, name == "a valid traceparent", "{name}: {trace}");
+    }
 }
 
 /// A B3 decision as sent: `1`, `0` or `d`.
