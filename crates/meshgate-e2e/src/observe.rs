@@ -1,5 +1,7 @@
 //! What tests read of the gateway's observability: a `/metrics` scrape parsed by a real
-//! Prometheus text parser, and a Zipkin or OTLP collector that keeps the spans it is sent.
+//! Prometheus text parser, and a Zipkin or OTLP collector that keeps the spans it is sent,
+//! after checking them against the Zipkin v2 API's rules (`zipkin2-api.yaml`) or OpenTelemetry's
+//! own model of OTLP and its HTTP conventions.
 
 use crate::body;
 use http::{Request, Response};
@@ -148,7 +150,9 @@ impl Collector {
                             heads.lock().unwrap().push(req.headers().clone());
                             let bytes = req.into_body().collect().await.unwrap().to_bytes();
                             if otlp {
-                                check_otlp(&bytes);
+                                check_otlp(&bytes)
+                            } else {
+                                check_zipkin(&bytes)
                             }
                             let batch: Value = serde_json::from_slice(&bytes).expect("a JSON batch");
                             let spans =
@@ -185,11 +189,60 @@ impl Collector {
     }
 }
 
+/// Checks a Zipkin v2 batch against the rules of the Zipkin API (`zipkin2-api.yaml`, `Span` and
+/// `Endpoint`): only the fields it defines; ids of 16 or 32 lower-hex digits; names and service
+/// names in lower case; a known kind; times in integer microseconds, durations at least 1;
+/// endpoints with real addresses and non-zero ports; tags as strings.
+fn check_zipkin(bytes: &[u8]) {
+    let batch: Vec<Value> = serde_json::from_slice(bytes).expect("a JSON array of spans");
+    let lower_hex = |v: &Value, lens: &[usize]| {
+        v.as_str().is_some_and(|s| {
+            lens.contains(&s.len())
+                && s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+                && s.bytes().any(|b| b != b'0')
+        })
+    };
+    let lower = |v: &Value| v.as_str().is_some_and(|s| !s.is_empty() && s == s.to_lowercase());
+    let endpoint = |e: &Value| {
+        let e = e.as_object().expect("an endpoint object");
+        for (k, v) in e {
+            match k.as_str() {
+                "serviceName" => assert!(lower(v), "serviceName in lower case: {v}"),
+                "ipv4" => assert!(v.as_str().unwrap().parse::<std::net::Ipv4Addr>().is_ok(), "{v}"),
+                "ipv6" => assert!(v.as_str().unwrap().parse::<std::net::Ipv6Addr>().is_ok(), "{v}"),
+                "port" => assert!((1..=65535).contains(&v.as_u64().unwrap()), "{v}"),
+                _ => panic!("not an Endpoint field: {k}"),
+            }
+        }
+    };
+    for span in &batch {
+        for (k, v) in span.as_object().expect("a span object") {
+            match k.as_str() {
+                "traceId" => assert!(lower_hex(v, &[16, 32]), "traceId {v}"),
+                "id" | "parentId" => assert!(lower_hex(v, &[16]), "{k} {v}"),
+                "name" => assert!(lower(v), "a span name in lower case: {v}"),
+                "kind" => assert!(["CLIENT", "SERVER", "PRODUCER", "CONSUMER"].contains(&v.as_str().unwrap()), "{v}"),
+                "timestamp" => assert!(v.is_u64(), "{v}"),
+                "duration" => assert!(v.as_u64().is_some_and(|d| d >= 1), "{v}"),
+                "debug" | "shared" => assert!(v.is_boolean()),
+                "localEndpoint" | "remoteEndpoint" => endpoint(v),
+                "tags" => assert!(v.as_object().unwrap().values().all(Value::is_string), "tags are strings: {v}"),
+                "annotations" => assert!(v.is_array()),
+                _ => panic!("not a Span field: {k}"),
+            }
+        }
+        assert!(span.get("traceId").is_some() && span.get("id").is_some(), "required: {span}");
+    }
+}
+
 /// Reads an OTLP batch through OpenTelemetry's own model of it (`opentelemetry-proto`, with
 /// its JSON mapping) and checks what a collector needs of every span: a misnamed or mistyped
-/// field would be missing there.
+/// field would be missing there. Then the HTTP semantic conventions: the attributes they
+/// require of a SERVER and a CLIENT span, a known method or `_OTHER`, the span name, and
+/// `error.type` on a span whose status is Error.
 fn check_otlp(bytes: &[u8]) {
     use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+    use opentelemetry_proto::tonic::common::v1::any_value::Value as Any;
     let req: ExportTraceServiceRequest = serde_json::from_slice(bytes).expect("an OTLP ExportTraceServiceRequest");
     assert!(!req.resource_spans.is_empty());
     for rs in &req.resource_spans {
@@ -205,6 +258,33 @@ fn check_otlp(bytes: &[u8]) {
                     .iter()
                     .all(|kv| !kv.key.is_empty() && kv.value.as_ref().is_some_and(|v| v.value.is_some()))
             );
+            let get =
+                |key: &str| span.attributes.iter().find(|kv| kv.key == key).and_then(|kv| kv.value.clone()?.value);
+            let string = |key: &str| match get(key) {
+                Some(Any::StringValue(s)) => s,
+                other => panic!("{key}: a string attribute, not {other:?}: {span:?}"),
+            };
+            let required: &[&str] = if span.kind == 2 {
+                &["http.request.method", "url.path", "url.scheme"]
+            } else {
+                &["http.request.method", "server.address", "server.port", "url.full"]
+            };
+            for key in required {
+                assert!(get(key).is_some(), "{key} is required: {span:?}");
+            }
+            let method = string("http.request.method");
+            let known = ["GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH", "QUERY"];
+            assert!(known.contains(&method.as_str()) || method == "_OTHER", "{method}");
+            let named = if method == "_OTHER" { "HTTP" } else { &method };
+            assert!(span.name == named || span.name.starts_with(&format!("{named} ")), "{}: {span:?}", span.name);
+            if span.kind == 2 {
+                assert!(["http", "https"].contains(&string("url.scheme").as_str()));
+            } else {
+                assert!(matches!(get("server.port"), Some(Any::IntValue(1..=65535))));
+            }
+            if span.status.as_ref().is_some_and(|s| s.code == 2) {
+                assert!(get("error.type").is_some(), "an error has its error.type: {span:?}");
+            }
         }
     }
 }

@@ -26,5 +26,6 @@ mod routing;
 mod status;
 mod tls;
 mod tracing;
+mod tracing_spec;
 mod traffic;
 mod websocket;

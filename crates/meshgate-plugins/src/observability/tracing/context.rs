@@ -1,11 +1,13 @@
 //! Trace context propagation: reading B3 (multi-header and single `b3`) and W3C `traceparent`
-//! from a request, and writing them to the upstream request.
+//! from a request, and writing them to the upstream request (`tracestate` is checked in
+//! [`super::tracestate`]).
 //!
 //! Parsing is strict because a malformed header is someone else's bug: an invalid context is
 //! ignored (a new trace starts) rather than half-trusted, so one broken client cannot glue
 //! unrelated requests into one trace. Reading is one pass over the request's headers (most
 //! requests carry none of ours, and seven lookups by name cost more than the pass); only
-//! writing the outgoing header values allocates, which propagation cannot avoid.
+//! writing the outgoing header values allocates, which propagation cannot avoid. The specs'
+//! cases are tables in `spec_tests.rs`.
 
 use crate::observability::json::{hex_digits, hex16};
 use bytes::{Bytes, BytesMut};
@@ -20,6 +22,7 @@ static X_B3_PARENTSPANID: HeaderName = HeaderName::from_static("x-b3-parentspani
 static X_B3_SAMPLED: HeaderName = HeaderName::from_static("x-b3-sampled");
 static X_B3_FLAGS: HeaderName = HeaderName::from_static("x-b3-flags");
 static TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
+pub(super) static TRACESTATE: HeaderName = HeaderName::from_static("tracestate");
 
 /// A format read from requests, as named in `propagation:`.
 #[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]
@@ -78,15 +81,32 @@ impl Forms {
     pub fn without(self, other: Forms) -> Forms {
         Forms(self.0 & !other.0)
     }
+}
 
-    /// The set as bits, to keep in [`meshgate_core::TraceIds::forms`].
+/// What writing the context upstream needs of the request besides its ids, kept in
+/// [`meshgate_core::TraceIds::forms`] (whose bits the plugin numbers) so that `before_upstream`
+/// needs no second look at the request's headers.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Kept {
+    /// The forms the request came with.
+    pub forms: Forms,
+    /// The trace id is random (W3C's random-trace-id flag goes with it).
+    pub random: bool,
+}
+
+impl Kept {
+    /// The bit for `random`; the forms take the low bits.
+    const RANDOM: u8 = 0x80;
+
+    /// As bits.
     pub fn bits(self) -> u8 {
-        self.0
+        self.forms.0 | if self.random { Kept::RANDOM } else { 0 }
     }
 
-    /// The set kept as [`Forms::bits`].
-    pub fn from_bits(bits: u8) -> Forms {
-        Forms(bits & (Forms::B3 | Forms::B3_SINGLE | Forms::W3C).0)
+    /// Kept as [`Kept::bits`].
+    pub fn from_bits(bits: u8) -> Kept {
+        let forms = Forms(bits & (Forms::B3 | Forms::B3_SINGLE | Forms::W3C).0);
+        Kept { forms, random: bits & Kept::RANDOM != 0 }
     }
 }
 
@@ -125,6 +145,17 @@ pub struct Incoming {
     pub ids: Option<(TraceId, u64)>,
     /// The caller's sampling decision, if it made one.
     pub decision: Option<Decision>,
+    /// The ids are those of a valid `traceparent` (read from it, or the same trace in B3): its
+    /// `tracestate` and its random flag go on with them.
+    pub w3c: Option<W3c>,
+}
+
+/// What a valid `traceparent` says besides its ids and sampled flag.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct W3c {
+    /// Level 2's random-trace-id flag: at least the trace id's right-most 7 bytes are random.
+    /// It goes on while the trace does, and only then.
+    pub random: bool,
 }
 
 /// The trace headers of a request (the first value of each), found in one pass.
@@ -137,6 +168,10 @@ pub struct Seen<'a> {
     sampled: Option<&'a [u8]>,
     flags: Option<&'a [u8]>,
     traceparent: Option<&'a [u8]>,
+    /// More than one `traceparent` came: W3C makes that invalid (B3 takes the first value).
+    traceparents: bool,
+    /// A `tracestate` came.
+    pub tracestate: bool,
 }
 
 /// Finds the trace headers among `headers`.
@@ -145,7 +180,14 @@ pub fn scan(headers: &HeaderMap) -> Seen<'_> {
     for (name, value) in headers {
         let slot = match name.as_str().as_bytes() {
             b"b3" => &mut seen.b3,
-            b"traceparent" => &mut seen.traceparent,
+            b"traceparent" => {
+                seen.traceparents = seen.traceparent.is_some();
+                &mut seen.traceparent
+            }
+            b"tracestate" => {
+                seen.tracestate = true;
+                continue;
+            }
             [b'x', b'-', b'b', b'3', b'-', rest @ ..] => match rest {
                 b"traceid" => &mut seen.trace_id,
                 b"spanid" => &mut seen.span_id,
@@ -185,46 +227,62 @@ pub fn extract(seen: &Seen<'_>, formats: &[Format]) -> Incoming {
     let mut decision = None;
     for f in formats {
         let found = match f {
-            // A lone decision in `b3` (`b3: 0`) still lets the X-B3 headers supply the ids.
+            // The single header's fields take precedence (B3): a lone decision in `b3`
+            // (`b3: 0`) lets the X-B3 headers supply the ids, and is the decision.
             Format::B3 => match b3_single(seen.b3) {
                 Some(single) if single.ids.is_some() => Some(single),
                 single => match b3_multi(seen) {
                     Some(multi) => {
-                        Some(Incoming { decision: multi.decision.or(single.and_then(|s| s.decision)), ..multi })
+                        Some(Incoming { decision: single.and_then(|s| s.decision).or(multi.decision), ..multi })
                     }
                     None => single,
                 },
             },
-            Format::W3c => traceparent(seen.traceparent),
+            Format::W3c => w3c(seen),
         };
         if let Some(found) = found {
-            if found.ids.is_some() {
-                return Incoming { decision: found.decision.or(decision), ..found };
+            if let Some((trace, _)) = found.ids {
+                // B3 read first may carry the traceparent's own trace: then its tracestate and
+                // random flag still go with it.
+                let w3c = found.w3c.or_else(|| {
+                    let tp = w3c(seen).filter(|_| formats.contains(&Format::W3c))?;
+                    tp.ids.filter(|(t, _)| t.value == trace.value).and(tp.w3c)
+                });
+                return Incoming { decision: found.decision.or(decision), w3c, ..found };
             }
             decision = decision.or(found.decision);
         }
     }
-    Incoming { ids: None, decision }
+    Incoming { decision, ..Incoming::default() }
 }
 
-/// `X-B3-TraceId`, `X-B3-SpanId`, `X-B3-Sampled`, `X-B3-Flags`. Ids must both be present and
-/// valid; a lone sampling decision is still a decision.
+/// The request's `traceparent`, when there is exactly one.
+fn w3c(seen: &Seen<'_>) -> Option<Incoming> {
+    if seen.traceparents { None } else { traceparent(seen.traceparent) }
+}
+
+/// `X-B3-TraceId`, `X-B3-SpanId`, `X-B3-ParentSpanId`, `X-B3-Sampled`, `X-B3-Flags`. Ids must
+/// both be present and valid, and the parent id and sampling state valid when present (B3 calls
+/// anything else malformed); a lone sampling decision is still a decision. `X-B3-Flags` other
+/// than `1` is ignored, as B3 allows.
 pub fn b3_multi(seen: &Seen<'_>) -> Option<Incoming> {
-    let decision = if seen.flags == Some(b"1") {
-        Some(Decision::Debug)
-    } else {
-        match seen.sampled {
-            Some(b"1" | b"true") => Some(Decision::Sample),
-            Some(b"0" | b"false") => Some(Decision::Deny),
-            _ => None,
-        }
+    let sampled = match seen.sampled {
+        None => None,
+        // `true` and `false`: older tracers sent them, and B3 lets readers accept them.
+        Some(b"1" | b"true") => Some(Decision::Sample),
+        Some(b"0" | b"false") => Some(Decision::Deny),
+        Some(_) => return None,
     };
+    let decision = if seen.flags == Some(b"1") { Some(Decision::Debug) } else { sampled };
     let ids = match (seen.trace_id, seen.span_id) {
         (None, None) => None,
         (Some(t), Some(s)) => Some((trace_id(t)?, span_id(s)?)),
         _ => return None,
     };
-    (ids.is_some() || decision.is_some()).then_some(Incoming { ids, decision })
+    if let Some(parent) = seen.parent_id {
+        span_id(parent)?;
+    }
+    (ids.is_some() || decision.is_some()).then_some(Incoming { ids, decision, w3c: None })
 }
 
 /// The single `b3` header: `{traceid}-{spanid}[-{sampled}[-{parentspanid}]]`, or only `0`, `1`
@@ -238,7 +296,7 @@ pub fn b3_single(v: Option<&[u8]>) -> Option<Incoming> {
         _ => None,
     };
     if v.len() == 1 {
-        return Some(Incoming { ids: None, decision: Some(flag(v)?) });
+        return Some(Incoming { decision: Some(flag(v)?), ..Incoming::default() });
     }
     let mut parts = v.split(|&b| b == b'-');
     let trace = trace_id(parts.next()?)?;
@@ -253,26 +311,32 @@ pub fn b3_single(v: Option<&[u8]>) -> Option<Incoming> {
     if parts.next().is_some() {
         return None;
     }
-    Some(Incoming { ids: Some((trace, span)), decision })
+    Some(Incoming { ids: Some((trace, span)), decision, w3c: None })
 }
 
-/// W3C `traceparent`: `{version}-{trace-id}-{parent-id}-{flags}`. Version `00` must be exactly
-/// 55 characters; later versions may append `-…` fields, which are ignored; `ff` is invalid.
-/// Lower-case hex only, and all-zero ids are invalid.
+/// W3C `traceparent`: `{version}-{trace-id}-{parent-id}-{flags}`, with optional whitespace
+/// around it. Version `00` must be exactly 55 characters; later versions may append `-…`
+/// fields, which are ignored; `ff` is invalid. Lower-case hex only, and all-zero ids are
+/// invalid. Of the flags, `sampled` is the decision and `random` goes on with the trace; others
+/// are not defined, and not passed on.
 pub fn traceparent(v: Option<&[u8]>) -> Option<Incoming> {
-    let v = v?;
+    let v = v?.trim_ascii();
     if v.len() < 55 || v[2] != b'-' || v[35] != b'-' || v[52] != b'-' {
         return None;
     }
-    let version = lower_hex(&v[..2])? as u8;
+    let version = hex(&v[..2])? as u8;
     if version == 0xff || (version == 0 && v.len() != 55) || (v.len() > 55 && v[55] != b'-') {
         return None;
     }
-    let trace = lower_hex(&v[3..35]).filter(|&t| t != 0)?;
-    let span = lower_hex(&v[36..52]).filter(|&s| s != 0)? as u64;
-    let flags = lower_hex(&v[53..55])? as u8;
+    let trace = hex(&v[3..35]).filter(|&t| t != 0)?;
+    let span = hex(&v[36..52]).filter(|&s| s != 0)? as u64;
+    let flags = hex(&v[53..55])? as u8;
     let decision = if flags & 1 == 1 { Decision::Sample } else { Decision::Deny };
-    Some(Incoming { ids: Some((TraceId { value: trace, short: false }, span)), decision: Some(decision) })
+    Some(Incoming {
+        ids: Some((TraceId { value: trace, short: false }, span)),
+        decision: Some(decision),
+        w3c: Some(W3c { random: flags & 2 == 2 }),
+    })
 }
 
 /// A B3 trace id: 16 or 32 hex digits, not all zero.
@@ -292,17 +356,17 @@ fn span_id(s: &[u8]) -> Option<u64> {
     hex(s).filter(|&v| v != 0).map(|v| v as u64)
 }
 
-/// Hex digits of either case (B3 asks for lower case, but upper case is harmless to accept).
+/// Lower-case hex digits, as both B3 and W3C write ids (Zipkin's and OpenTelemetry's own
+/// readers refuse upper case too).
 fn hex(s: &[u8]) -> Option<u128> {
-    s.iter().try_fold(0u128, |acc, &b| Some(acc << 4 | (b as char).to_digit(16)? as u128))
-}
-
-/// Lower-case hex digits only, as W3C requires.
-fn lower_hex(s: &[u8]) -> Option<u128> {
-    if s.iter().any(u8::is_ascii_uppercase) {
-        return None;
-    }
-    hex(s)
+    s.iter().try_fold(0u128, |acc, &b| {
+        let d = match b {
+            b'0'..=b'9' => b - b'0',
+            b'a'..=b'f' => b - b'a' + 10,
+            _ => return None,
+        };
+        Some(acc << 4 | d as u128)
+    })
 }
 
 /// What one upstream request carries on: ids and our decision.
@@ -316,12 +380,14 @@ pub struct Outgoing {
     pub parent: u64,
     /// Our sampling decision.
     pub decision: Decision,
+    /// The trace id is random: `traceparent`'s random-trace-id flag.
+    pub random: bool,
 }
 
 /// Writes the context for the next hop in the forms `write`, and removes the forms `stale` (read
-/// from the request, not rewritten: they name the caller's span, not ours). Debug is B3's
-/// `X-B3-Flags: 1`, which implies sampled, so `X-B3-Sampled` is left out then, as B3 asks.
-/// Every value written shares one allocation.
+/// from the request, not rewritten: they name the caller's span, not ours; `tracestate` goes
+/// with a stale `traceparent`). Debug is B3's `X-B3-Flags: 1`, which implies sampled, so
+/// `X-B3-Sampled` is left out then, as B3 asks. Every value written shares one allocation.
 pub fn inject(headers: &mut HeaderMap, write: Forms, stale: Forms, out: Outgoing) {
     let sampled = out.decision != Decision::Deny;
     let trace_digits = if out.trace.short { 16 } else { 32 };
@@ -362,9 +428,16 @@ pub fn inject(headers: &mut HeaderMap, write: Forms, stale: Forms, out: Outgoing
     }
     if write.has(Forms::W3C) {
         text.lit(b"00-").lit(&full).lit(b"-").lit(&span);
-        headers.insert(TRACEPARENT.clone(), text.lit(if sampled { b"-01" } else { b"-00" }).value());
+        let flags: &[u8] = match (out.random, sampled) {
+            (false, false) => b"-00",
+            (false, true) => b"-01",
+            (true, false) => b"-02",
+            (true, true) => b"-03",
+        };
+        headers.insert(TRACEPARENT.clone(), text.lit(flags).value());
     } else if stale.has(Forms::W3C) {
         headers.remove(&TRACEPARENT);
+        headers.remove(&TRACESTATE);
     }
 }
 
@@ -416,169 +489,5 @@ fn hex_value(b: Bytes) -> HeaderValue {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn headers(pairs: &[(&'static str, &str)]) -> HeaderMap {
-        pairs.iter().map(|(k, v)| (http::HeaderName::from_static(k), HeaderValue::from_str(v).unwrap())).collect()
-    }
-
-    const T32: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
-    const T16: &str = "a3ce929d0e0e4736";
-    const S: &str = "00f067aa0ba902b7";
-
-    #[test]
-    fn b3_multi_headers() {
-        let got =
-            b3_multi(&scan(&headers(&[("x-b3-traceid", T32), ("x-b3-spanid", S), ("x-b3-sampled", "1")]))).unwrap();
-        let (t, s) = got.ids.unwrap();
-        assert_eq!((t.hex().as_str(), s, got.decision), (T32, 0x00f067aa0ba902b7, Some(Decision::Sample)));
-        let short = b3_multi(&scan(&headers(&[("x-b3-traceid", T16), ("x-b3-spanid", S)]))).unwrap();
-        assert_eq!(short.ids.unwrap().0.hex(), T16, "64-bit trace ids stay 64-bit");
-        assert_eq!(short.decision, None);
-        let debug = b3_multi(&scan(&headers(&[("x-b3-traceid", T16), ("x-b3-spanid", S), ("x-b3-flags", "1")])));
-        assert_eq!(debug.unwrap().decision, Some(Decision::Debug));
-        let deny = b3_multi(&scan(&headers(&[("x-b3-sampled", "0")]))).unwrap();
-        assert_eq!((deny.ids, deny.decision), (None, Some(Decision::Deny)), "a decision alone counts");
-        for bad in [
-            vec![("x-b3-traceid", T32)],                                    // no span id
-            vec![("x-b3-traceid", "abc"), ("x-b3-spanid", S)],              // short
-            vec![("x-b3-traceid", &T32[1..]), ("x-b3-spanid", S)],          // 31 digits
-            vec![("x-b3-traceid", T32), ("x-b3-spanid", "00f067aa0ba902")], // 14 digits
-            vec![("x-b3-traceid", "0000000000000000"), ("x-b3-spanid", S)], // zero
-            vec![("x-b3-traceid", T16), ("x-b3-spanid", "0000000000000000")],
-            vec![("x-b3-traceid", "g3ce929d0e0e4736"), ("x-b3-spanid", S)],
-        ] {
-            assert_eq!(b3_multi(&scan(&headers(&bad))), None, "{bad:?}");
-        }
-        assert_eq!(b3_multi(&scan(&HeaderMap::new())), None);
-    }
-
-    #[test]
-    fn b3_single_header() {
-        let one = |v: &str| b3_single(scan(&headers(&[("b3", v)])).b3);
-        let full = one(&format!("{T32}-{S}-1-{S}")).unwrap();
-        assert_eq!(full.ids.unwrap().0.hex(), T32);
-        assert_eq!(full.decision, Some(Decision::Sample));
-        assert_eq!(one(&format!("{T16}-{S}")).unwrap().decision, None);
-        assert_eq!(one(&format!("{T16}-{S}-d")).unwrap().decision, Some(Decision::Debug));
-        assert_eq!(one("0").unwrap(), Incoming { ids: None, decision: Some(Decision::Deny) });
-        assert_eq!(one("d").unwrap().decision, Some(Decision::Debug));
-        for bad in [
-            "x".to_owned(),
-            T16.to_owned(),
-            format!("{T16}-{S}-2"),
-            format!("{T16}-{S}-1-zz"),
-            format!("{T16}-{S}-1-{S}-extra"),
-            format!("{T16}-0000000000000000"),
-        ] {
-            assert_eq!(one(&bad), None, "{bad}");
-        }
-    }
-
-    #[test]
-    fn traceparent_strictly() {
-        let tp = |v: &str| traceparent(Some(v.as_bytes()));
-        let got = tp(&format!("00-{T32}-{S}-01")).unwrap();
-        assert_eq!(got.ids.unwrap().0, TraceId { value: u128::from_str_radix(T32, 16).unwrap(), short: false });
-        assert_eq!(got.ids.unwrap().1, 0x00f067aa0ba902b7);
-        assert_eq!(got.decision, Some(Decision::Sample));
-        assert_eq!(tp(&format!("00-{T32}-{S}-00")).unwrap().decision, Some(Decision::Deny));
-        assert_eq!(tp(&format!("00-{T32}-{S}-03")).unwrap().decision, Some(Decision::Sample), "other flag bits");
-        // A later version may append fields; version 00 may not.
-        assert!(tp(&format!("01-{T32}-{S}-01-what-comes-next")).is_some());
-        assert!(tp(&format!("01-{T32}-{S}-01")).is_some());
-        for bad in [
-            format!("00-{T32}-{S}-01-extra"),
-            format!("01-{T32}-{S}-01x"),
-            format!("ff-{T32}-{S}-01"),
-            format!("00-{}-{S}-01", "0".repeat(32)),
-            format!("00-{T32}-{}-01", "0".repeat(16)),
-            format!("00-{}-{S}-01", T32.to_uppercase()),
-            format!("0-{T32}-{S}-01"),
-            format!("00-{T16}-{S}-01"),
-            format!("00-{T32}-{S}-1"),
-            format!("00_{T32}-{S}-01"),
-            format!("00-{T32}-{S}-0g"),
-            String::new(),
-        ] {
-            assert_eq!(tp(&bad), None, "{bad}");
-        }
-    }
-
-    #[test]
-    fn formats_in_their_order() {
-        let h = headers(&[("x-b3-traceid", T16), ("x-b3-spanid", S), ("traceparent", &format!("00-{T32}-{S}-00"))]);
-        assert!(extract(&scan(&h), &[Format::B3, Format::W3c]).ids.unwrap().0.short);
-        assert!(!extract(&scan(&h), &[Format::W3c, Format::B3]).ids.unwrap().0.short);
-        assert_eq!(extract(&scan(&h), &[Format::W3c]).decision, Some(Decision::Deny));
-        // An invalid traceparent is skipped; a later format still counts.
-        let h = headers(&[("traceparent", "00-nope"), ("b3", &format!("{T32}-{S}-1"))]);
-        assert_eq!(extract(&scan(&h), &[Format::W3c, Format::B3]).decision, Some(Decision::Sample));
-        assert_eq!(extract(&scan(&h), &[Format::W3c]), Incoming::default());
-        // `b3: 0` beside X-B3 ids: the ids count, and the decision where X-B3 has none.
-        let h = headers(&[("b3", "0"), ("x-b3-traceid", T16), ("x-b3-spanid", S)]);
-        let got = extract(&scan(&h), &[Format::B3]);
-        assert_eq!((got.ids.map(|(t, _)| t.short), got.decision), (Some(true), Some(Decision::Deny)));
-        // A lone decision is kept while looking for ids elsewhere.
-        let h = headers(&[("x-b3-sampled", "0"), ("traceparent", &format!("00-{T32}-{S}-01"))]);
-        let got = extract(&scan(&h), &[Format::B3, Format::W3c]);
-        assert_eq!((got.ids.is_some(), got.decision), (true, Some(Decision::Sample)));
-    }
-
-    #[test]
-    fn forms_seen() {
-        let h = headers(&[("x-b3-sampled", "0"), ("b3", "1"), ("traceparent", "x"), ("x-b3-other", "y")]);
-        assert_eq!(scan(&h).forms(), Forms::B3 | Forms::B3_SINGLE | Forms::W3C);
-        assert_eq!(scan(&headers(&[("x-b3-parentspanid", S)])).forms(), Forms::B3);
-        assert_eq!(scan(&headers(&[("x-b3-other", "y"), ("tracestate", "k=v")])).forms(), Forms::NONE);
-        // Repeated headers: the first value counts.
-        let mut h = headers(&[("b3", "0")]);
-        h.append("b3", HeaderValue::from_static("1"));
-        assert_eq!(b3_single(scan(&h).b3).unwrap().decision, Some(Decision::Deny));
-        assert_eq!(Forms::read_by(&[Format::W3c]), Forms::W3C);
-        assert_eq!(Forms::read_by(&[Format::B3]), Forms::B3 | Forms::B3_SINGLE);
-        assert!(!Forms::NONE.has(Forms::NONE) && Forms::B3.without(Forms::B3).is_empty());
-    }
-
-    #[test]
-    fn inject_writes_each_form() {
-        let trace = TraceId { value: 0xa3ce929d0e0e4736, short: true };
-        let out = |decision| Outgoing { trace, span: 0x1234, parent: 0x5678, decision };
-        let all = Forms::B3 | Forms::B3_SINGLE | Forms::W3C;
-        let mut h = headers(&[("tracestate", "k=v")]);
-        inject(&mut h, all, Forms::NONE, out(Decision::Deny));
-        assert_eq!(h["x-b3-traceid"], T16);
-        assert_eq!(h["x-b3-spanid"], "0000000000001234");
-        assert_eq!(h["x-b3-parentspanid"], "0000000000005678");
-        assert_eq!(h["x-b3-sampled"], "0");
-        assert_eq!(h["b3"], format!("{T16}-0000000000001234-0-0000000000005678"));
-        assert_eq!(h["traceparent"], format!("00-0000000000000000{T16}-0000000000001234-00"));
-        assert_eq!(h["tracestate"], "k=v", "passed on as it came");
-        assert!(h.get("x-b3-flags").is_none());
-        inject(&mut h, all, Forms::NONE, out(Decision::Debug));
-        assert_eq!((h.get("x-b3-sampled"), &h["x-b3-flags"]), (None, &HeaderValue::from_static("1")));
-        assert!(h["b3"].to_str().unwrap().contains("-d-"));
-        assert!(h["traceparent"].to_str().unwrap().ends_with("-01"));
-        inject(&mut h, Forms::W3C, Forms::B3, out(Decision::Sample));
-        assert!(h.get("x-b3-flags").is_none() && h.get("x-b3-traceid").is_none(), "stale B3 removed");
-        assert!(h.get("b3").is_some(), "forms not named stale are left alone");
-        inject(&mut h, Forms::W3C, Forms::B3_SINGLE, out(Decision::Sample));
-        assert!(h.get("b3").is_none());
-        inject(&mut h, Forms::B3, Forms::W3C, out(Decision::Sample));
-        assert!(h.get("traceparent").is_none());
-        let long = TraceId { value: u128::from_str_radix(T32, 16).unwrap(), short: false };
-        let mut h = HeaderMap::new();
-        inject(&mut h, all, Forms::NONE, Outgoing { trace: long, ..out(Decision::Sample) });
-        assert_eq!(
-            (&h["x-b3-traceid"], &h["x-b3-sampled"]),
-            (&HeaderValue::from_str(T32).unwrap(), &HeaderValue::from_static("1"))
-        );
-        assert_eq!(h["b3"], format!("{T32}-0000000000001234-1-0000000000005678"));
-        // What is written reads back as the same context.
-        let read = extract(&scan(&h), &[Format::B3]);
-        assert_eq!((read.ids, read.decision), (Some((long, 0x1234)), Some(Decision::Sample)));
-        assert_eq!(b3_single(scan(&h).b3).unwrap().ids, Some((long, 0x1234)));
-        assert_eq!(extract(&scan(&h), &[Format::W3c]).ids, Some((long, 0x1234)));
-    }
-}
+#[path = "context_tests.rs"]
+mod tests;

@@ -6,8 +6,8 @@
 //! its headers and writes the upstream's: no span is kept, nothing is queued, no lock is taken.
 //!
 //! A sampled request records a SERVER span (arrival to the end of the response body) and a
-//! CLIENT span per upstream attempt, so retries show up as what they are: several calls, the
-//! earlier ones tagged `error: retried`. Each attempt is the parent of the upstream's own spans:
+//! CLIENT span per upstream attempt, so retries show up as what they are: several calls, each
+//! failed one an error that says why. Each attempt is the parent of the upstream's own spans:
 //! the headers written in `before_upstream` carry the attempt's span id. Spans are encoded and
 //! sent by a background thread ([`export`]); a request never waits for the collector.
 
@@ -16,9 +16,11 @@ pub mod export;
 mod otlp;
 pub mod span;
 mod subcalls;
+mod tracestate;
+pub mod url;
 
 use crate::observability::handoff::Handoff;
-use context::{Decision, Format, Forms, Outgoing, TraceId};
+use context::{Decision, Format, Forms, Kept, Outgoing, TraceId};
 use export::{DROPPED, EXPORT_ERRORS, EXPORTED, Protocol, Settings};
 use meshgate_config::units::Duration;
 use meshgate_core::metrics::{self, MetricsRegistry};
@@ -27,10 +29,11 @@ use meshgate_core::{
     async_trait, parse_config,
 };
 use serde::Deserialize;
-use span::{Call, Path, Record, Server};
+use span::{Call, Local, Record, Server};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Instant, UNIX_EPOCH};
+use url::{PathQuery, Redact};
 
 /// Registers `tracing`.
 pub struct Factory;
@@ -62,6 +65,10 @@ struct Config {
     /// With `inject: preserve`, the forms a request that brought no context gets.
     #[serde(default = "default_forms")]
     inject_default: Vec<String>,
+    /// Query parameters whose values spans show as `REDACTED`, besides the signatures of signed
+    /// URLs; or `all`.
+    #[serde(default)]
+    redact_query: serde_json::Value,
 }
 
 /// `zipkin:` or `otlp:`: the collector and how spans are sent to it.
@@ -196,6 +203,7 @@ impl PluginFactory for Factory {
             serde_json::Value::Array(items) => Inject::Always(forms("inject", items.iter().map(|v| v.as_str()))?),
             _ => return Err(PluginConfigError::new("inject", "`preserve`, or a list of forms: b3, b3-single, w3c")),
         };
+        let redact = Redact::from_config(&c.redact_query)?;
         let tx = export::exporter(&z.url, settings).map_err(|m| PluginConfigError::new(format!("{key}.url"), m))?;
         let mut formats = c.propagation;
         formats.dedup();
@@ -204,7 +212,7 @@ impl PluginFactory for Factory {
             read,
             inject,
             sampler: Sampler::new(c.sampling),
-            service: c.service_name.to_lowercase().into(),
+            local: Arc::new(Local { service: c.service_name.to_lowercase().into(), redact }),
             tx,
         })))
     }
@@ -314,8 +322,8 @@ struct Tracing {
     inject: Inject,
     /// Decides for traces that come without a decision.
     sampler: Sampler,
-    /// `localEndpoint.serviceName`, lower case.
-    service: Arc<str>,
+    /// `localEndpoint.serviceName` and `redact_query`, shared by the instance's spans.
+    local: Arc<Local>,
     /// The exporter's queue for this instance's collector.
     tx: Arc<Handoff<export::Queued>>,
 }
@@ -336,13 +344,31 @@ impl Plugin for Tracing {
     async fn on_request(&self, cx: &mut RequestCtx) -> Flow {
         let seen = context::scan(&cx.request.headers);
         let incoming = context::extract(&seen, &self.formats);
-        let (trace_id, parent_id) = match incoming.ids {
-            Some((t, s)) => (t, Some(s)),
-            None => (TraceId { value: fastrand::u128(1..), short: false }, None),
+        // A new trace's id is random through and through.
+        let (trace_id, parent_id, random) = match incoming.ids {
+            Some((t, s)) => (t, Some(s), incoming.w3c.is_some_and(|w| w.random)),
+            None => (TraceId { value: fastrand::u128(1..), short: false }, None, true),
         };
         let sampled = self.sampler.decide(incoming.decision, trace_id);
         let debug = incoming.decision == Some(Decision::Debug);
-        let forms = seen.forms().bits();
+        let forms = Kept { forms: seen.forms(), random }.bits();
+        // `tracestate` goes on only with its own trace, and only when it is valid.
+        if seen.tracestate && self.read.has(Forms::W3C) {
+            let verdict = match incoming.w3c {
+                Some(_) => tracestate::check(&cx.request.headers),
+                None => tracestate::Verdict::Drop,
+            };
+            let headers = &mut cx.request.headers;
+            match verdict {
+                tracestate::Verdict::Keep => {}
+                tracestate::Verdict::Drop => {
+                    headers.remove(&context::TRACESTATE);
+                }
+                tracestate::Verdict::Combine(v) => {
+                    headers.insert(&context::TRACESTATE, v);
+                }
+            }
+        }
         cx.trace = Some(TraceIds { trace_id, span_id: new_id(), parent_id, sampled, debug, forms });
         Flow::Continue
     }
@@ -361,8 +387,9 @@ impl Plugin for Tracing {
         };
         // The client's headers travel on in the upstream request, so the forms it came with
         // (noted in `on_request`) are the ones there; an earlier attempt wrote the same forms.
-        let (write, stale) = self.inject.plan(Forms::from_bits(t.forms), self.read);
-        let out = Outgoing { trace: t.trace_id, span: id, parent: t.span_id, decision };
+        let kept = Kept::from_bits(t.forms);
+        let (write, stale) = self.inject.plan(kept.forms, self.read);
+        let out = Outgoing { trace: t.trace_id, span: id, parent: t.span_id, decision, random: kept.random };
         context::inject(&mut upstream.headers, write, stale, out);
         Flow::Continue
     }
@@ -392,26 +419,29 @@ impl Tracing {
         let calls = cx
             .attempts
             .iter()
-            .map(|a| Call {
+            .enumerate()
+            .map(|(i, a)| Call {
                 id: if a.span_id == 0 { new_id() } else { a.span_id },
                 method: None,
-                path: a.uri.as_deref().map(Path::of),
+                url: a.uri.as_deref().map(PathQuery::of),
                 timestamp: at(a.start),
                 duration: micros(a.start, a.end.unwrap_or(now)),
                 remote: a.target.clone(),
                 remote_service: remote_service.clone(),
                 backend: None,
-                error: None,
+                error: a.failure.clone(),
                 status: a.status,
                 retried: a.retried,
+                resend: i as u32,
             })
             .collect();
         Record {
             trace_id: t.trace_id,
             debug: t.debug,
-            local_service: self.service.clone(),
+            local: self.local.clone(),
             method: cx.request.method.clone(),
-            path: Path::of(&cx.request.uri),
+            url: PathQuery::of(&cx.request.uri),
+            tls: cx.tls,
             server: Server {
                 id: t.span_id,
                 parent_id: t.parent_id,
@@ -426,5 +456,7 @@ impl Tracing {
     }
 }
 
+#[cfg(test)]
+mod spec_tests;
 #[cfg(test)]
 mod tests;

@@ -4,15 +4,15 @@
 //! A batch is `{"resourceSpans":[…]}` with one entry per [`Record`]: the gateway's service name
 //! is the resource (`service.name`), and a record's spans (the SERVER span, then a CLIENT span
 //! per call) are one scope's. Ids are lower-case hex (OTLP's JSON rule, not protobuf's base64),
-//! times are nanoseconds written as strings (int64 in protobuf's JSON mapping), attribute names
-//! are OpenTelemetry's HTTP semantic conventions, plus the `meshgate.*` ones the Zipkin spans
-//! carry. Written by hand, as the Zipkin JSON is, and for the same reason (see [`span`]).
+//! times are nanoseconds written as strings (int64 in protobuf's JSON mapping), names, attributes
+//! and statuses follow OpenTelemetry's HTTP semantic conventions, plus the `meshgate.*`
+//! attributes the Zipkin spans carry. Written by hand, as the Zipkin JSON is, and for the same
+//! reason (see [`span`]).
 //!
 //! [`span`]: super::span
 
-use super::span::{Blocks, Ends, Record, split_target};
+use super::span::{Blocks, Ends, Outcome, Record, split_target};
 use crate::observability::json::{hex_digits, hex16, lower_string, number, string, utf8_string};
-use std::borrow::Cow;
 
 /// What opens and closes a batch of records, and what separates two of them.
 pub const BATCH_START: &[u8] = b"{\"resourceSpans\":[";
@@ -24,13 +24,15 @@ pub const BATCH_END: &[u8] = b"]}";
 #[derive(Default)]
 pub struct Encoder {
     blocks: Blocks,
+    /// Where a URL is put together before it is written as a string.
+    scratch: Vec<u8>,
 }
 
 impl Encoder {
     /// One record as a `ResourceSpans` object.
     pub fn record(&mut self, r: &Record, out: &mut Vec<u8>) {
         out.extend_from_slice(b"{\"resource\":{\"attributes\":[{\"key\":\"service.name\",\"value\":{\"stringValue\":");
-        string(out, &r.local_service);
+        string(out, &r.local.service);
         out.extend_from_slice(b"}}]},\"scopeSpans\":[{\"scope\":{\"name\":\"meshgate\",\"version\":\"");
         out.extend_from_slice(env!("CARGO_PKG_VERSION").as_bytes());
         out.extend_from_slice(b"\"},\"spans\":[{");
@@ -39,8 +41,15 @@ impl Encoder {
         let trace = hex_digits(r.trace_id.value);
         let s = &r.server;
         let server_id = hex16(s.id);
+        let redact = &r.local.redact;
         out.extend_from_slice(self.blocks.get(&Ends::server(r), block));
-        path(out, r.path.as_bytes());
+        attr_bytes(out, "url.path", r.url.path());
+        if let Some(q) = r.url.query() {
+            self.scratch.clear();
+            redact.query(q, &mut self.scratch);
+            attr_bytes(out, "url.query", &self.scratch);
+        }
+        attr(out, "url.scheme", if r.tls { "https" } else { "http" });
         for (k, v) in &s.tags {
             out.extend_from_slice(b",{\"key\":");
             string(out, k);
@@ -48,15 +57,31 @@ impl Encoder {
             string(out, v);
             out.extend_from_slice(b"}}");
         }
-        outcome(out, s.status, None);
+        outcome(out, s.status, Outcome::server(s.status));
         ids_and_times(out, &trace, &server_id, s.parent_id.map(hex16).as_ref(), s.timestamp, s.duration);
 
         for c in &r.calls {
             out.extend_from_slice(b",{");
             out.extend_from_slice(self.blocks.get(&Ends::client(r, c), block));
-            path(out, c.path.as_ref().unwrap_or(&r.path).as_bytes());
-            let error = if c.retried { Some(Cow::Borrowed("retried")) } else { c.error.as_deref().map(Cow::Borrowed) };
-            outcome(out, c.status, error);
+            let url = c.url.as_ref().unwrap_or(&r.url);
+            attr_bytes(out, "url.path", url.path());
+            self.scratch.clear();
+            self.scratch.extend_from_slice(b"//");
+            self.scratch.extend_from_slice(c.remote.as_bytes());
+            self.scratch.extend_from_slice(url.path());
+            let at = self.scratch.len();
+            if let Some(q) = url.query() {
+                self.scratch.push(b'?');
+                redact.query(q, &mut self.scratch);
+                attr_bytes(out, "url.query", &self.scratch[at + 1..]);
+            }
+            // The scheme is the service's protocol, which spans are not told: a URL without one
+            // (a network-path reference) is what the conventions allow then.
+            attr_bytes(out, "url.full", &self.scratch);
+            if c.resend > 0 {
+                attr_int(out, "http.request.resend_count", c.resend.into());
+            }
+            outcome(out, c.status, Outcome::client(c));
             ids_and_times(out, &trace, &hex16(c.id), Some(&server_id), c.timestamp, c.duration);
         }
         out.extend_from_slice(b"]}]}");
@@ -64,20 +89,31 @@ impl Encoder {
 }
 
 /// A span's shared block: its name and kind, and its attributes up to `url.path`:
-/// `http.request.method`; on a SERVER span `meshgate.route` and `meshgate.service`; on a CLIENT
-/// span `server.address`, `server.port`, `peer.service` (in lower case, like `service.name` and
-/// the Zipkin spans' service names) and `meshgate.backend`.
+/// `http.request.method` (and `http.request.method_original`); on a SERVER span
+/// `meshgate.route` and `meshgate.service`; on a CLIENT span `server.address`, `server.port`,
+/// `peer.service` (in lower case, like `service.name` and the Zipkin spans' service names) and
+/// `meshgate.backend`. The name is `{method} {route}` for a SERVER span that matched a route
+/// (the route's name is the low-cardinality target the conventions ask for; it is no path
+/// template, so `http.route` is not set), else `{method}`; a method the conventions do not know
+/// is `HTTP` there and `_OTHER` in `http.request.method`.
 fn block(e: &Ends<'_>, out: &mut Vec<u8>) {
+    let m = e.method.as_str();
+    let known =
+        matches!(m, "GET" | "HEAD" | "POST" | "PUT" | "DELETE" | "CONNECT" | "OPTIONS" | "TRACE" | "PATCH" | "QUERY");
+    let name = if known { m } else { "HTTP" };
     out.extend_from_slice(b"\"name\":");
     match e.route {
-        Some(r) => string(out, &r.name),
-        None => string(out, e.method.as_str()),
+        Some(r) => string(out, &format!("{name} {}", r.name)),
+        None => string(out, name),
     }
     // SPAN_KIND_SERVER and SPAN_KIND_CLIENT.
     out.extend_from_slice(if e.server { b",\"kind\":2,\"attributes\":[" } else { b",\"kind\":3,\"attributes\":[" });
     out.extend_from_slice(b"{\"key\":\"http.request.method\",\"value\":{\"stringValue\":");
-    string(out, e.method.as_str());
+    string(out, if known { m } else { "_OTHER" });
     out.extend_from_slice(b"}}");
+    if !known {
+        attr(out, "http.request.method_original", m);
+    }
     if let Some(r) = e.route {
         attr(out, "meshgate.route", &r.name);
         attr(out, "meshgate.service", &r.service);
@@ -99,31 +135,48 @@ fn block(e: &Ends<'_>, out: &mut Vec<u8>) {
     }
 }
 
-/// The `url.path` attribute (never the query).
-fn path(out: &mut Vec<u8>, path: &[u8]) {
-    out.extend_from_slice(b",{\"key\":\"url.path\",\"value\":{\"stringValue\":");
-    utf8_string(out, path);
+/// [`attr`] with a value kept as bytes that were a `str` (a URL's).
+fn attr_bytes(out: &mut Vec<u8>, key: &str, value: &[u8]) {
+    out.extend_from_slice(b",{\"key\":\"");
+    out.extend_from_slice(key.as_bytes());
+    out.extend_from_slice(b"\",\"value\":{\"stringValue\":");
+    utf8_string(out, value);
     out.extend_from_slice(b"}}");
 }
 
-/// The status attribute, the end of the attributes, and the span's `status`. As in the Zipkin
-/// spans, a span is an error when it was retried, failed for a reason of its own, or answered
-/// 5xx; the reason is also its `error.type`.
-fn outcome(out: &mut Vec<u8>, status: Option<u16>, error: Option<Cow<'_, str>>) {
+/// The status attribute, the end of the attributes, and the span's `status`, as the HTTP
+/// conventions ask: an error status sets `error.type` to the code and leaves the status without
+/// a message (the code says it); a failure without an answer sets `error.type` to `_OTHER` (the
+/// conventions' value for errors an instrumentation does not classify) and the status message
+/// to the cause.
+fn outcome(out: &mut Vec<u8>, status: Option<u16>, outcome: Outcome<'_>) {
     if let Some(code) = status {
         attr_int(out, "http.response.status_code", code.into());
     }
-    let error = error.or_else(|| status.filter(|s| *s >= 500).map(|s| Cow::Owned(s.to_string())));
-    if let Some(e) = &error {
-        attr(out, "error.type", e);
+    let message = match outcome {
+        Outcome::Ok => {
+            out.push(b']');
+            return;
+        }
+        Outcome::Status(code) => {
+            out.extend_from_slice(b",{\"key\":\"error.type\",\"value\":{\"stringValue\":\"");
+            number(out, code.into());
+            out.extend_from_slice(b"\"}}");
+            None
+        }
+        Outcome::Failed(why) => Some(why),
+        Outcome::Retried => Some("retried"),
+    };
+    if message.is_some() {
+        attr(out, "error.type", "_OTHER");
     }
-    out.push(b']');
-    if let Some(e) = error {
-        // STATUS_CODE_ERROR.
-        out.extend_from_slice(b",\"status\":{\"code\":2,\"message\":");
-        string(out, &e);
-        out.push(b'}');
+    // STATUS_CODE_ERROR.
+    out.extend_from_slice(b"],\"status\":{\"code\":2");
+    if let Some(m) = message {
+        out.extend_from_slice(b",\"message\":");
+        string(out, m);
     }
+    out.push(b'}');
 }
 
 /// A span's ids and times (nanoseconds, as strings: int64 in protobuf's JSON mapping), and its end.
@@ -158,11 +211,7 @@ fn nanos(out: &mut Vec<u8>, us: u64) {
 
 /// A string attribute after another; `key` is a constant that needs no escaping.
 fn attr(out: &mut Vec<u8>, key: &str, value: &str) {
-    out.extend_from_slice(b",{\"key\":\"");
-    out.extend_from_slice(key.as_bytes());
-    out.extend_from_slice(b"\",\"value\":{\"stringValue\":");
-    string(out, value);
-    out.extend_from_slice(b"}}");
+    attr_bytes(out, key, value.as_bytes());
 }
 
 /// An integer attribute after another (int64: a string in JSON); `key` as for [`attr`].
@@ -176,16 +225,17 @@ fn attr_int(out: &mut Vec<u8>, key: &str, value: u64) {
 
 #[cfg(test)]
 mod tests {
-    use super::super::span::Call;
-    use super::super::span::Path;
     use super::super::span::fixtures::{call, record};
+    use super::super::span::{Call, Local};
+    use super::super::url::{PathQuery, Redact};
     use super::*;
     use serde_json::{Value, json};
+    use std::sync::Arc;
 
     /// The fixtures' record, with a service name to write as it is and a plugin's tag.
     fn sample(calls: Vec<Call>) -> Record {
         let mut r = record(calls);
-        r.local_service = "edge".into();
+        r.local = Arc::new(Local { service: "edge".into(), redact: Redact::default() });
         r.server.tags = vec![("meshgate.transform.request", "transformed".into())];
         r
     }
@@ -202,6 +252,11 @@ mod tests {
         }
         out.extend_from_slice(BATCH_END);
         serde_json::from_slice(&out).unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out)))
+    }
+
+    /// The spans of the first record of a batch of `records`.
+    fn spans(records: &[Record]) -> Vec<Value> {
+        batch(records)["resourceSpans"][0]["scopeSpans"][0]["spans"].as_array().unwrap().clone()
     }
 
     /// `[{key, value}]` as a map of key to value.
@@ -221,12 +276,12 @@ mod tests {
             backend: Some("user".into()),
             error: Some("timed out".into()),
             method: Some(http::Method::POST),
-            path: Some(Path::of(&"/users/7".parse().unwrap())),
+            url: Some(PathQuery::of(&"/users/7".parse().unwrap())),
             status: None,
             remote_service: None,
             ..call("[::1]:81")
         };
-        let ok = Call { status: Some(200), ..call("svc.local:9") };
+        let ok = Call { status: Some(200), resend: 1, ..call("svc.local:9") };
         let first = sample(vec![retried, ok, backend]);
         let v = batch(&[first.clone(), sample(Vec::new()), first]);
         let resources = v["resourceSpans"].as_array().unwrap();
@@ -245,18 +300,21 @@ mod tests {
             (&server["spanId"], &server["parentSpanId"]),
             (&json!("0000000000001234"), &json!("0000000000000099"))
         );
-        assert_eq!((&server["name"], &server["kind"]), (&json!("orders-api"), &json!(2)));
+        assert_eq!((&server["name"], &server["kind"]), (&json!("GET orders-api"), &json!(2)));
         assert_eq!(server["startTimeUnixNano"], "1764134400000000000");
         assert_eq!(server["endTimeUnixNano"], "1764134400002000000");
         let a = attrs(server);
         assert_eq!(a["http.request.method"], json!({"stringValue": "GET"}));
-        assert_eq!(a["url.path"], json!({"stringValue": "/v1/orders"}), "never the query");
+        assert_eq!(a["url.path"], json!({"stringValue": "/v1/orders"}));
+        assert_eq!(a["url.query"], json!({"stringValue": "secret=1&sig=REDACTED"}), "a signature is redacted");
+        assert_eq!(a["url.scheme"], json!({"stringValue": "http"}));
         assert_eq!(a["http.response.status_code"], json!({"intValue": "503"}));
         assert_eq!(a["meshgate.route"], json!({"stringValue": "orders-api"}));
         assert_eq!(a["meshgate.service"], json!({"stringValue": "Orders"}));
         assert_eq!(a["meshgate.transform.request"], json!({"stringValue": "transformed"}));
-        assert_eq!(server["status"], json!({"code": 2, "message": "503"}));
+        assert_eq!(server["status"], json!({"code": 2}), "the status code says why");
         assert_eq!(a["error.type"], json!({"stringValue": "503"}));
+        assert!(a.get("url.full").is_none() && a.get("http.route").is_none());
 
         for c in &spans[1..] {
             assert_eq!(
@@ -265,23 +323,86 @@ mod tests {
             );
         }
         let (retried, named, backend) = (&spans[1], &spans[2], &spans[3]);
-        assert_eq!((&retried["name"], &retried["status"]), (&json!("GET"), &json!({"code": 2, "message": "retried"})));
+        assert_eq!((&retried["name"], &retried["status"]), (&json!("GET"), &json!({"code": 2})));
         let a = attrs(retried);
         assert_eq!(
             (&a["server.address"], &a["server.port"], &a["peer.service"]),
             (&json!({"stringValue": "10.0.0.5"}), &json!({"intValue": "8080"}), &json!({"stringValue": "orders"}))
         );
+        assert_eq!(a["url.full"], json!({"stringValue": "//10.0.0.5:8080/v1/orders?secret=1&sig=REDACTED"}));
+        assert_eq!(a["url.query"], json!({"stringValue": "secret=1&sig=REDACTED"}));
+        assert_eq!(a["error.type"], json!({"stringValue": "502"}));
+        assert!(a.get("http.request.resend_count").is_none(), "the first attempt");
         assert_eq!(named.get("status"), None, "a 200 is no error");
-        assert_eq!(attrs(named)["server.address"], json!({"stringValue": "svc.local"}));
+        let a = attrs(named);
+        assert_eq!(a["server.address"], json!({"stringValue": "svc.local"}));
+        assert_eq!(a["http.request.resend_count"], json!({"intValue": "1"}));
+        assert!(a.get("error.type").is_none());
         let a = attrs(backend);
-        assert_eq!((&backend["name"], &backend["status"]["message"]), (&json!("POST"), &json!("timed out")));
+        assert_eq!(
+            (&backend["name"], &backend["status"]),
+            (&json!("POST"), &json!({"code": 2, "message": "timed out"}))
+        );
         assert_eq!(
             (&a["server.address"], &a["url.path"], &a["meshgate.backend"]),
             (&json!({"stringValue": "::1"}), &json!({"stringValue": "/users/7"}), &json!({"stringValue": "user"}))
         );
-        assert!(a.get("http.response.status_code").is_none() && a.get("peer.service").is_none());
+        assert_eq!(
+            (&a["url.full"], &a["error.type"]),
+            (&json!({"stringValue": "//[::1]:81/users/7"}), &json!({"stringValue": "_OTHER"}))
+        );
+        assert!(
+            a.get("http.response.status_code").is_none()
+                && a.get("peer.service").is_none()
+                && a.get("url.query").is_none()
+        );
 
         let root = &resources[1]["scopeSpans"][0]["spans"];
         assert_eq!(root.as_array().unwrap().len(), 1, "a request without calls: its server span only");
+    }
+
+    #[test]
+    fn statuses_follow_the_http_conventions() {
+        let refused = "connect to 10.0.0.5:8080: Connection refused (os error 111)";
+        let mut r = sample(vec![
+            Call { status: Some(404), ..call("10.0.0.5:8080") },
+            Call { status: None, error: Some(refused.into()), resend: 1, ..call("10.0.0.5:8080") },
+        ]);
+        r.server.status = Some(404);
+        r.tls = true;
+        let s = spans(&[r]);
+        assert!(
+            s[0].get("status").is_none() && attrs(&s[0]).get("error.type").is_none(),
+            "4xx: no error of the server"
+        );
+        assert_eq!(attrs(&s[0])["url.scheme"], json!({"stringValue": "https"}));
+        assert_eq!(
+            (&s[1]["status"], &attrs(&s[1])["error.type"]),
+            (&json!({"code": 2}), &json!({"stringValue": "404"}))
+        );
+        assert_eq!(s[2]["status"], json!({"code": 2, "message": refused}), "the last attempt's failure, in full");
+        assert_eq!(attrs(&s[2])["error.type"], json!({"stringValue": "_OTHER"}));
+    }
+
+    #[test]
+    fn names_and_methods() {
+        let mut r = sample(vec![call("10.0.0.5:8080")]);
+        r.method = http::Method::from_bytes(b"PURGE").unwrap();
+        r.server.route = Some(meshgate_core::RouteInfo { name: "Mixed-Case".into(), service: "S".into() });
+        r.local = Arc::new(Local { service: "edge".into(), redact: Redact::All });
+        let s = spans(&[r.clone()]);
+        let (server, client) = (attrs(&s[0]), attrs(&s[1]));
+        assert_eq!((&s[0]["name"], &s[1]["name"]), (&json!("HTTP Mixed-Case"), &json!("HTTP")), "an unknown method");
+        assert_eq!(server["http.request.method"], json!({"stringValue": "_OTHER"}));
+        assert_eq!(server["http.request.method_original"], json!({"stringValue": "PURGE"}));
+        assert_eq!(client["http.request.method"], json!({"stringValue": "_OTHER"}));
+        assert_eq!(server["url.query"], json!({"stringValue": "secret=REDACTED&sig=REDACTED"}), "redact_query: all");
+        assert_eq!(
+            client["url.full"],
+            json!({"stringValue": "//10.0.0.5:8080/v1/orders?secret=REDACTED&sig=REDACTED"})
+        );
+        r.server.route = None;
+        r.method = http::Method::DELETE;
+        assert_eq!(spans(&[r])[0]["name"], "DELETE", "no route matched: the method alone");
     }
 }

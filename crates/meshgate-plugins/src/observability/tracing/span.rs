@@ -10,11 +10,21 @@
 //! no escaping (hex ids, numbers, constant keys): through serde, escaping and `Display`
 //! formatting made encoding a span cost several times what the gateway spends on the request.
 
+use super::url::{PathQuery, Redact};
 use crate::observability::json::{self, hex_digits, hex16, number, string};
 use meshgate_core::{RouteInfo, TraceId};
 use smallvec::SmallVec;
 use std::borrow::Cow;
 use std::sync::Arc;
+
+/// What the spans of one plugin instance share, held once and pointed at by each record.
+#[derive(Debug)]
+pub struct Local {
+    /// `localEndpoint.serviceName` (OTLP's `service.name`), lower case.
+    pub service: Box<str>,
+    /// Which query values the spans hide.
+    pub redact: Redact,
+}
 
 /// A sampled request's spans: its SERVER span and a CLIENT span per upstream call attempt.
 #[derive(Clone, Debug)]
@@ -23,12 +33,14 @@ pub struct Record {
     pub trace_id: TraceId,
     /// Recorded because the caller asked for debug (B3 `X-B3-Flags: 1`).
     pub debug: bool,
-    /// `localEndpoint.serviceName`, lower case.
-    pub local_service: Arc<str>,
+    /// The plugin instance's service name and redaction.
+    pub local: Arc<Local>,
     /// The request's method.
     pub method: http::Method,
-    /// The path as received; never the query.
-    pub path: Path,
+    /// The request's path and query.
+    pub url: PathQuery,
+    /// It came over TLS (`url.scheme` `https`).
+    pub tls: bool,
     /// The request as the gateway received it.
     pub server: Server,
     /// One per upstream attempt, in order (most requests make one).
@@ -61,8 +73,8 @@ pub struct Call {
     pub id: u64,
     /// The method sent, when not the request's (an aggregation backend's).
     pub method: Option<http::Method>,
-    /// The path sent, when not the request's (`strip_path`, rewrites, backends).
-    pub path: Option<Path>,
+    /// The path and query sent, when not the request's (`strip_path`, rewrites, backends).
+    pub url: Option<PathQuery>,
     /// Start, in microseconds since the Unix epoch.
     pub timestamp: u64,
     /// Microseconds, at least 1.
@@ -73,31 +85,15 @@ pub struct Call {
     pub remote_service: Option<Arc<str>>,
     /// The aggregation backend called (`meshgate.backend`).
     pub backend: Option<Arc<str>>,
-    /// Why the call failed, when that is more than its status (`timed out`): the `error` tag.
-    pub error: Option<String>,
+    /// Why it failed without an answer (`connect to …: Connection refused`), or why its answer
+    /// did not count (an aggregation backend's `the answer is not JSON`).
+    pub error: Option<Box<str>>,
     /// The status of its answer, if one came.
     pub status: Option<u16>,
-    /// Another attempt followed it (`error: retried`).
+    /// Another attempt followed it.
     pub retried: bool,
-}
-
-/// A span's `http.path`, copied out of the request (on the heap only past 64 bytes). Holding a
-/// clone of the request's URI instead kept the connection's whole read buffer alive until the
-/// exporter dropped the span: the connection had to take a new buffer for every request, and
-/// the exporter's thread freed the old ones.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct Path(SmallVec<[u8; 64]>);
-
-impl Path {
-    /// The path of `uri`.
-    pub fn of(uri: &http::Uri) -> Path {
-        Path(SmallVec::from_slice(uri.path().as_bytes()))
-    }
-
-    /// The path's bytes, UTF-8.
-    pub fn as_bytes(&self) -> &[u8] {
-        &self.0
-    }
+    /// How many attempts of the same call came before it.
+    pub resend: u32,
 }
 
 /// Writes records as Zipkin v2 JSON. The fields spans of one route and target share (kind, name,
@@ -136,8 +132,8 @@ pub(super) struct Ends<'a> {
     pub route: Option<&'a RouteInfo>,
     /// The method of the request, or of the call.
     pub method: &'a http::Method,
-    /// The gateway's service name.
-    pub local: &'a Arc<str>,
+    /// The plugin instance's.
+    pub local: &'a Arc<Local>,
     /// A CLIENT span's target.
     pub remote: Option<&'a Arc<str>>,
     /// A CLIENT span's service.
@@ -153,7 +149,7 @@ impl<'a> Ends<'a> {
             server: true,
             route: r.server.route.as_ref(),
             method: &r.method,
-            local: &r.local_service,
+            local: &r.local,
             remote: None,
             remote_service: None,
             backend: None,
@@ -166,7 +162,7 @@ impl<'a> Ends<'a> {
             server: false,
             route: None,
             method: c.method.as_ref().unwrap_or(&r.method),
-            local: &r.local_service,
+            local: &r.local,
             remote: Some(&c.remote),
             remote_service: c.remote_service.as_ref(),
             backend: c.backend.as_ref(),
@@ -179,7 +175,7 @@ impl<'a> Ends<'a> {
 struct Shared {
     route: Option<RouteInfo>,
     method: http::Method,
-    local: Arc<str>,
+    local: Arc<Local>,
     remote: Option<Arc<str>>,
     remote_service: Option<Arc<str>>,
     backend: Option<Arc<str>>,
@@ -227,15 +223,17 @@ impl Shared {
     }
 }
 
-/// A Zipkin span's shared block: from `"kind"` to the first tag.
+/// A Zipkin span's shared block: from `"kind"` to the first tag. Names are in lower case, as
+/// Zipkin's API asks: `{method} {route}` for a SERVER span that matched a route, else the
+/// method.
 fn zipkin_block(e: &Ends<'_>, out: &mut Vec<u8>) {
     out.extend_from_slice(if e.server { b"\"kind\":\"SERVER\",\"name\":" } else { b"\"kind\":\"CLIENT\",\"name\":" });
     match e.route {
-        Some(r) => string(out, &r.name),
+        Some(r) => json::lower_string(out, &format!("{} {}", e.method, r.name)),
         None => method(out, e.method, true),
     }
     out.extend_from_slice(b",\"localEndpoint\":{\"serviceName\":");
-    string(out, e.local);
+    string(out, &e.local.service);
     out.push(b'}');
     if let Some(target) = e.remote {
         out.extend_from_slice(b",\"remoteEndpoint\":");
@@ -285,19 +283,19 @@ impl Encoder {
         };
         self.begin(out, &head, &Ends::server(r));
         let at = out.len();
-        json::utf8_string(out, r.path.as_bytes());
+        json::utf8_string(out, r.url.path());
         let path = at..out.len();
-        end(out, s.status, None, false, &s.tags);
+        end(out, s.status, Outcome::server(s.status), &s.tags);
         for c in &r.calls {
             out.push(b',');
             let id = hex16(c.id);
             let head = Head { id: &id, parent: Some(&server_id), timestamp: c.timestamp, duration: c.duration, ..head };
             self.begin(out, &head, &Ends::client(r, c));
-            match &c.path {
-                Some(p) => json::utf8_string(out, p.as_bytes()),
+            match &c.url {
+                Some(u) => json::utf8_string(out, u.path()),
                 None => out.extend_from_within(path.clone()),
             }
-            end(out, c.status, c.error.as_deref(), c.retried, &[]);
+            end(out, c.status, Outcome::client(c), &[]);
         }
     }
 
@@ -324,28 +322,57 @@ impl Encoder {
     }
 }
 
+/// Whether a span ended in error, and why: what both encoders write (Zipkin's `error` tag,
+/// OTLP's status and `error.type`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Outcome<'a> {
+    /// No error.
+    Ok,
+    /// An answer with an error status: 5xx, and for a CLIENT span 4xx too (the upstream refused
+    /// the gateway's request; the gateway's client did get an answer). The status says it all.
+    Status(u16),
+    /// No answer, or one that did not count, for this reason.
+    Failed(&'a str),
+    /// Another attempt followed, for no reason recorded.
+    Retried,
+}
+
+impl<'a> Outcome<'a> {
+    /// A SERVER span's: its status, when 5xx (OpenTelemetry's HTTP conventions and Brave agree).
+    pub fn server(status: Option<u16>) -> Outcome<'a> {
+        status.filter(|s| *s >= 500).map_or(Outcome::Ok, Outcome::Status)
+    }
+
+    /// A CLIENT span's: its failure, else its status when 4xx or 5xx, else whether it was retried.
+    pub fn client(c: &'a Call) -> Outcome<'a> {
+        match (c.error.as_deref(), c.status) {
+            (Some(e), s) if s.is_none_or(|s| s < 400) => Outcome::Failed(e),
+            (_, Some(s)) if s >= 400 => Outcome::Status(s),
+            _ if c.retried => Outcome::Retried,
+            _ => Outcome::Ok,
+        }
+    }
+}
+
 /// A span's members after its path (status, error, more tags), and its end.
-fn end(
-    out: &mut Vec<u8>,
-    status: Option<u16>,
-    error: Option<&str>,
-    retried: bool,
-    tags: &[(&'static str, Cow<'static, str>)],
-) {
+fn end(out: &mut Vec<u8>, status: Option<u16>, outcome: Outcome<'_>, tags: &[(&'static str, Cow<'static, str>)]) {
     if let Some(status) = status {
         out.extend_from_slice(b",\"http.status_code\":\"");
         number(out, status.into());
         out.push(b'"');
     }
-    if retried {
-        out.extend_from_slice(b",\"error\":\"retried\"");
-    } else if let Some(e) = error {
-        out.extend_from_slice(b",\"error\":");
-        string(out, e);
-    } else if let Some(status) = status.filter(|s| *s >= 500) {
-        out.extend_from_slice(b",\"error\":\"");
-        number(out, status.into());
-        out.push(b'"');
+    match outcome {
+        Outcome::Ok => {}
+        Outcome::Status(status) => {
+            out.extend_from_slice(b",\"error\":\"");
+            number(out, status.into());
+            out.push(b'"');
+        }
+        Outcome::Failed(e) => {
+            out.extend_from_slice(b",\"error\":");
+            string(out, e);
+        }
+        Outcome::Retried => out.extend_from_slice(b",\"error\":\"retried\""),
     }
     for (k, v) in tags {
         out.push(b',');
@@ -425,7 +452,7 @@ pub(super) mod fixtures {
         Call {
             id: 0x00f067aa0ba902b7,
             method: None,
-            path: None,
+            url: None,
             timestamp: 1_764_134_400_000_100,
             duration: 1500,
             remote: remote.into(),
@@ -434,6 +461,7 @@ pub(super) mod fixtures {
             error: None,
             status: Some(503),
             retried: false,
+            resend: 0,
         }
     }
 
@@ -442,9 +470,10 @@ pub(super) mod fixtures {
         Record {
             trace_id: TraceId { value: 0xa3ce929d0e0e4736, short: true },
             debug: false,
-            local_service: "meshgate".into(),
+            local: Arc::new(Local { service: "meshgate".into(), redact: Redact::default() }),
             method: http::Method::GET,
-            path: Path::of(&"/v1/orders?secret=1".parse().unwrap()),
+            url: PathQuery::of(&"/v1/orders?secret=1&sig=abc".parse().unwrap()),
+            tls: false,
             server: Server {
                 id: 0x1234,
                 parent_id: Some(0x99),
@@ -460,134 +489,5 @@ pub(super) mod fixtures {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::fixtures::{call, record};
-    use super::*;
-    use serde_json::{Value, json};
-
-    /// The spans `records` encode to, through one encoder, as a Zipkin batch.
-    fn batch(records: &[&Record]) -> Vec<Value> {
-        let mut encoder = Encoder::default();
-        let mut out = vec![b'['];
-        for (i, r) in records.iter().enumerate() {
-            if i > 0 {
-                out.push(b',');
-            }
-            encoder.record(r, &mut out);
-        }
-        out.push(b']');
-        serde_json::from_slice::<Value>(&out).unwrap().as_array().unwrap().clone()
-    }
-
-    #[test]
-    fn zipkin_v2_json() {
-        let spans = batch(&[&record(vec![call("10.0.0.5:8080")])]);
-        assert_eq!(
-            spans,
-            [
-                json!({
-                    "traceId": "a3ce929d0e0e4736", "id": "0000000000001234", "parentId": "0000000000000099",
-                    "kind": "SERVER", "name": "orders-api",
-                    "timestamp": 1_764_134_400_000_000u64, "duration": 2000,
-                    "localEndpoint": {"serviceName": "meshgate"},
-                    "tags": {"http.method": "GET", "http.path": "/v1/orders", "http.status_code": "503",
-                             "error": "503", "meshgate.route": "orders-api", "meshgate.service": "Orders"}
-                }),
-                json!({
-                    "traceId": "a3ce929d0e0e4736", "id": "00f067aa0ba902b7", "parentId": "0000000000001234",
-                    "kind": "CLIENT", "name": "get",
-                    "timestamp": 1_764_134_400_000_100u64, "duration": 1500,
-                    "localEndpoint": {"serviceName": "meshgate"},
-                    "remoteEndpoint": {"serviceName": "orders", "ipv4": "10.0.0.5", "port": 8080},
-                    "tags": {"http.method": "GET", "http.path": "/v1/orders", "http.status_code": "503", "error": "503"}
-                }),
-            ]
-        );
-
-        // A 128-bit root trace, debug, an escaped route name, a plugin's tag, no call.
-        let mut root = record(Vec::new());
-        root.trace_id = TraceId { value: 7, short: false };
-        root.debug = true;
-        root.server.parent_id = None;
-        root.server.status = None;
-        root.server.route = Some(RouteInfo { name: "a \"quoted\"\nroute".into(), service: "Orders".into() });
-        root.server.tags = vec![("meshgate.transform.request", "transformed".into())];
-        assert_eq!(
-            batch(&[&root]),
-            [json!({
-                "traceId": "00000000000000000000000000000007", "id": "0000000000001234",
-                "kind": "SERVER", "name": "a \"quoted\"\nroute",
-                "timestamp": 1_764_134_400_000_000u64, "duration": 2000,
-                "localEndpoint": {"serviceName": "meshgate"}, "debug": true,
-                "tags": {"http.method": "GET", "http.path": "/v1/orders",
-                         "meshgate.route": "a \"quoted\"\nroute", "meshgate.service": "Orders",
-                         "meshgate.transform.request": "transformed"}
-            })]
-        );
-    }
-
-    #[test]
-    fn calls_name_their_ends() {
-        let retried = Call { retried: true, status: None, remote_service: None, ..call("[::1]:81") };
-        let named = Call { remote_service: None, ..call("svc.local:9") };
-        let nameless = Call { remote_service: None, ..call("svc.local") };
-        let backend = Call {
-            backend: Some("user".into()),
-            error: Some("timed out".into()),
-            method: Some(http::Method::POST),
-            path: Some(Path::of(&"/users/7".parse().unwrap())),
-            ..call("10.0.0.5:8080")
-        };
-        let spans = batch(&[&record(vec![retried, named, nameless, backend])]);
-        assert_eq!(
-            (&spans[1]["remoteEndpoint"], &spans[1]["tags"]["error"]),
-            (&json!({"ipv6": "::1", "port": 81}), &json!("retried"))
-        );
-        assert_eq!(spans[2]["remoteEndpoint"], json!({"port": 9}));
-        assert_eq!(spans[3]["remoteEndpoint"], json!({}));
-        let b = &spans[4];
-        assert_eq!((&b["tags"]["meshgate.backend"], &b["tags"]["error"]), (&json!("user"), &json!("timed out")));
-        assert_eq!(
-            (&b["name"], &b["tags"]["http.method"], &b["tags"]["http.path"]),
-            (&json!("post"), &json!("POST"), &json!("/users/7"))
-        );
-        assert!(spans[1..].iter().all(|s| s["parentId"] == spans[0]["id"]));
-    }
-
-    #[test]
-    fn one_encoder_for_a_batch() {
-        // The blocks kept for one span are not reused for another target, method or route.
-        let first = record(vec![call("10.0.0.5:8080")]);
-        let mut other = record(vec![call("10.0.0.6:8080")]);
-        other.method = http::Method::PATCH;
-        let mut custom = other.clone();
-        custom.method = http::Method::from_bytes(b"PURGE").unwrap();
-        let mut renamed = first.clone();
-        renamed.server.route = Some(RouteInfo { name: "b".into(), service: "S2".into() });
-        let v = batch(&[&first, &other, &custom, &renamed, &first]);
-        assert_eq!(v.len(), 10);
-        let (names, targets): (Vec<_>, Vec<_>) =
-            v.iter().map(|s| (s["name"].clone(), s["remoteEndpoint"]["ipv4"].clone())).unzip();
-        assert_eq!(
-            names,
-            ["orders-api", "get", "orders-api", "patch", "orders-api", "purge", "b", "get", "orders-api", "get"]
-        );
-        assert_eq!(
-            targets,
-            [
-                Value::Null,
-                json!("10.0.0.5"),
-                Value::Null,
-                json!("10.0.0.6"),
-                Value::Null,
-                json!("10.0.0.6"),
-                Value::Null,
-                json!("10.0.0.5"),
-                Value::Null,
-                json!("10.0.0.5")
-            ]
-        );
-        assert_eq!((&v[5]["tags"]["http.method"], &v[6]["tags"]["meshgate.service"]), (&json!("PURGE"), &json!("S2")));
-        assert_eq!(v[8]["tags"]["meshgate.service"], "Orders");
-    }
-}
+#[path = "span_tests.rs"]
+mod tests;

@@ -4,7 +4,8 @@
 //! trace, with span ids of their own sent to the backend. Their spans are children of the
 //! request's SERVER span like any attempt's; an attempt still open ends when its call did.
 
-use super::span::{Call, Path};
+use super::span::Call;
+use super::url::PathQuery;
 use super::{Tracing, new_id};
 use meshgate_core::{RequestCtx, Subcalls};
 use smallvec::SmallVec;
@@ -21,15 +22,20 @@ impl Tracing {
                 out.push(Call {
                     id: if a.span_id == 0 { new_id() } else { a.span_id },
                     method: (call.method != cx.request.method).then(|| call.method.clone()),
-                    path: a.uri.as_deref().map(Path::of),
+                    url: a.uri.as_deref().map(PathQuery::of),
                     timestamp: at(a.start),
                     duration: (end.saturating_duration_since(a.start).as_micros() as u64).max(1),
                     remote: a.target.clone(),
                     remote_service: Some(call.service.clone()),
                     backend: Some(call.name.clone()),
-                    error: if k == last { call.error.clone() } else { None },
+                    // The last attempt's failure, or why its answer did not count.
+                    error: a
+                        .failure
+                        .clone()
+                        .or_else(|| (k == last).then(|| call.error.as_deref().map(Into::into)).flatten()),
                     status: a.status.or(if k == last { call.status } else { None }),
                     retried: a.retried,
+                    resend: k as u32,
                 });
             }
         }

@@ -32,7 +32,7 @@ pub(super) fn tracer(sampling: f64) -> (Tracing, Receiver<Value>) {
         read: Forms::read_by(&both()),
         inject: Inject::Preserve { default: Forms::B3_SINGLE | Forms::W3C },
         sampler: Sampler::new(sampling),
-        service: "meshgate".into(),
+        local: Arc::new(span::Local { service: "meshgate".into(), redact: url::Redact::default() }),
         tx,
     };
     (t, rx)
@@ -47,7 +47,7 @@ fn spans(rx: &Receiver<Value>, n: usize) -> Vec<Value> {
 }
 
 /// The upstream request's head: the client's headers travel on in it, as the proxy sends them.
-fn upstream_parts(cx: &RequestCtx) -> http::request::Parts {
+pub(super) fn upstream_parts(cx: &RequestCtx) -> http::request::Parts {
     let mut parts = http::Request::builder().uri("/v1/items").body(()).unwrap().into_parts().0;
     parts.headers = cx.request.headers.clone();
     parts
@@ -87,6 +87,14 @@ fn config_errors() {
     assert!(err(json!({"zipkin": z, "inject": "keep"})).starts_with("inject: `preserve`, or a list"));
     assert!(err(json!({"zipkin": z, "inject_default": ["b4"]})).starts_with("inject_default[0]: "));
     assert!(plugin(&Factory, json!({"zipkin": z, "inject": ["b3-single", "w3c"]})).is_ok());
+    assert_eq!(
+        err(json!({"zipkin": z, "redact_query": "none"})),
+        "redact_query: `all`, or a list of query parameter names"
+    );
+    assert!(err(json!({"zipkin": z, "redact_query": ["token", "a&b"]})).starts_with("redact_query[1]: "));
+    for ok in [json!("all"), json!(["token", "api_key"]), json!([])] {
+        assert!(plugin(&Factory, json!({"zipkin": z, "redact_query": ok})).is_ok());
+    }
 }
 
 #[test]
@@ -119,20 +127,25 @@ async fn spans_of_a_retried_request() {
     let tc = cx.trace.unwrap();
     assert!(tc.sampled, "the caller's decision beats sampling: 0");
     let mut heads = Vec::new();
+    // The first attempt answers 503 and is retried; the second finds no server.
+    let refused = "connect to 10.0.0.2:80: Connection refused (os error 111)";
     for target in ["10.0.0.1:80", "10.0.0.2:80"] {
-        crate::testing::begin_attempt(&mut cx, target, "/v1/items");
+        if let Some(first) = cx.attempts.last_mut() {
+            first.status = Some(503);
+        }
+        crate::testing::begin_attempt(&mut cx, target, "/v1/items?secret=1");
         let mut parts = upstream_parts(&cx);
         t.before_upstream(&mut cx, &mut parts).await;
         heads.push(parts.headers);
     }
     let last = cx.attempts.last_mut().unwrap();
-    (last.end, last.status) = (Some(Instant::now()), Some(502));
+    (last.end, last.failure) = (Some(Instant::now()), Some(refused.into()));
     cx.response = Some(ResponseInfo { status: http::StatusCode::BAD_GATEWAY, body_bytes: 0, request_bytes: 0 });
     t.on_log(&cx);
 
     let spans = spans(&rx, 3);
     let (server, first, second) = (&spans[0], &spans[1], &spans[2]);
-    assert_eq!((&server["kind"], &server["name"]), (&json!("SERVER"), &json!("items")));
+    assert_eq!((&server["kind"], &server["name"]), (&json!("SERVER"), &json!("get items")));
     assert_eq!(server["traceId"], "a3ce929d0e0e4736");
     assert_eq!(server["parentId"], "00f067aa0ba902b7");
     assert_eq!(server["id"], format!("{:016x}", tc.span_id));
@@ -155,10 +168,10 @@ async fn spans_of_a_retried_request() {
         assert!(span["timestamp"].as_u64() >= server["timestamp"].as_u64());
     }
     assert_ne!(first["id"], second["id"]);
-    let (first, second) = if first["tags"]["error"] == "retried" { (first, second) } else { (second, first) };
-    assert_eq!(first["tags"]["error"], "retried");
-    assert!(first["tags"].get("http.status_code").is_none());
-    assert_eq!(second["tags"]["http.status_code"], "502");
+    let (first, second) = if first["tags"]["error"] == "503" { (first, second) } else { (second, first) };
+    assert_eq!((&first["tags"]["error"], &first["tags"]["http.status_code"]), (&json!("503"), &json!("503")));
+    assert_eq!(second["tags"]["error"], refused, "the last attempt failed too, and says why");
+    assert!(second["tags"].get("http.status_code").is_none());
     assert_eq!(second["remoteEndpoint"], json!({"serviceName": "inventory", "ipv4": "10.0.0.2", "port": 80}));
     let end = |s: &Value| s["timestamp"].as_u64().unwrap() + s["duration"].as_u64().unwrap();
     assert!(second["timestamp"].as_u64().unwrap() >= end(first));
@@ -177,7 +190,10 @@ async fn unsampled_requests_propagate_and_record_nothing() {
     let b3 = parts.headers["b3"].to_str().unwrap();
     assert!(b3.starts_with(&format!("{}-", tc.trace_id.hex())) && b3.contains("-0-"), "{b3}");
     assert!(parts.headers.get("x-b3-traceid").is_none(), "B3's multiple headers only when asked for");
-    assert!(parts.headers["traceparent"].to_str().unwrap().ends_with("-00"), "a new trace gets the default forms");
+    assert!(
+        parts.headers["traceparent"].to_str().unwrap().ends_with("-02"),
+        "a new trace gets the default forms (unsampled, random)"
+    );
     t.on_log(&cx);
     assert!(rx.recv_timeout(Duration::from_millis(100)).is_err(), "nothing recorded");
 
