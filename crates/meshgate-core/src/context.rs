@@ -145,10 +145,21 @@ pub struct Attempt {
     pub uri: Option<Box<http::Uri>>,
     /// The id a plugin gave it (the tracing plugin's client span id); 0 for none.
     pub span_id: u64,
-    /// Why it failed without an answer, in full (`connect to 10.0.0.7:8080: Connection refused
-    /// (os error 111)`), for logs and traces only: clients get a fixed message per error code.
-    /// `None` when an answer came.
-    pub failure: Option<Box<str>>,
+    /// Why it failed without an answer, for logs and traces only: clients get a fixed message
+    /// per error code. `None` when an answer came.
+    pub failure: Option<AttemptFailure>,
+    /// It went over TLS (an `https` service): the scheme of the URL it called.
+    pub tls: bool,
+}
+
+/// Why an upstream attempt failed without an answer.
+#[derive(Clone, Debug)]
+pub struct AttemptFailure {
+    /// Its class, few enough to group by (OpenTelemetry's `error.type`): `connect_error`,
+    /// `connect_timeout`, `read_timeout`, `connection_broken` or `client_fault`.
+    pub class: &'static str,
+    /// The full cause (`connect to 10.0.0.7:8080: Connection refused (os error 111)`).
+    pub cause: Box<str>,
 }
 
 /// A request's upstream attempts, in order ([`RequestCtx::attempts`]). The first is kept inline:

@@ -18,8 +18,8 @@ pub use auth::{AuthOutcome, Authenticated, Authenticator};
 pub use body::{BoxError, ProxyBody};
 pub use consumers::{Consumer, Consumers, CredentialEntry};
 pub use context::{
-    Attempt, Attempts, BodyLimit, ClientCert, Ended, PathParams, RequestCtx, RequestId, ResponseInfo, RouteInfo,
-    SpanTags, Subcall, Subcalls, TraceId, TraceIds, Verdict,
+    Attempt, AttemptFailure, Attempts, BodyLimit, ClientCert, Ended, PathParams, RequestCtx, RequestId, ResponseInfo,
+    RouteInfo, SpanTags, Subcall, Subcalls, TraceId, TraceIds, Verdict,
 };
 pub use error::{ErrorKind, json_error};
 pub use plugin::{Flow, Phases, Plugin};

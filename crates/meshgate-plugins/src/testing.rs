@@ -57,6 +57,7 @@ pub fn begin_attempt(cx: &mut RequestCtx, target: &str, uri: &str) {
         uri: Some(Box::new(uri.parse().unwrap())),
         span_id: 0,
         failure: None,
+        tls: false,
     });
 }
 

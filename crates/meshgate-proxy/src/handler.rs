@@ -15,7 +15,9 @@ use http::header::{self, HeaderValue};
 use http::{Request, Response, StatusCode, Version};
 use hyper::body::Incoming;
 use meshgate_balance::NoTarget;
-use meshgate_core::{Attempt, BodyLimit, ClientCert, ErrorKind, Flow, ProxyBody, RequestCtx, ResponseInfo};
+use meshgate_core::{
+    Attempt, AttemptFailure, BodyLimit, ClientCert, ErrorKind, Flow, ProxyBody, RequestCtx, ResponseInfo,
+};
 use meshgate_router::RequestView;
 use std::net::SocketAddr;
 use std::rc::Rc;
@@ -259,6 +261,7 @@ pub(crate) async fn forward_upstream(
             uri: rewritten.clone(),
             span_id: 0,
             failure: None,
+            tls: svc.tls.is_some(),
         });
         if !route.chain.before_upstream.is_empty() {
             let (mut parts, body) = req.into_parts();
@@ -298,7 +301,8 @@ pub(crate) async fn forward_upstream(
                 return Ok(resp);
             }
             Err(e) => {
-                attempt.failure = Some(e.failure.to_string().into_boxed_str());
+                attempt.failure =
+                    Some(AttemptFailure { class: e.failure.class(), cause: e.failure.to_string().into() });
                 if let Failure::Client(fault) = e.failure {
                     // The client's fault, not the target's: not counted, not retried.
                     drop(pick);

@@ -183,7 +183,7 @@ plugins:
     assert_eq!(a["server.address"]["stringValue"], "127.0.0.1");
     assert_eq!(a["server.port"]["intValue"], up.addr().port().to_string());
     assert_eq!(a["peer.service"]["stringValue"], "orders");
-    assert_eq!(a["url.full"]["stringValue"], format!("//{}/orders/7?{redacted}", up.addr()));
+    assert_eq!(a["url.full"]["stringValue"], format!("http://{}/orders/7?{redacted}", up.addr()));
     assert!(nanos(&call["startTimeUnixNano"]) >= start && nanos(&call["endTimeUnixNano"]) <= end);
     // The upstream was told the attempt's span, in the caller's format.
     let call_id = assert_id(&call["spanId"], 16);

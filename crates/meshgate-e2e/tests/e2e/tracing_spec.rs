@@ -140,7 +140,7 @@ plugins: [{{name: tracing, config: {{zipkin: {{url: "{zipkin_url}", flush_interv
     for (i, call) in spans[1..].iter().enumerate() {
         let message = call["status"]["message"].as_str().unwrap_or_else(|| panic!("an error status: {call}"));
         assert!(message.starts_with("connect to "), "{message}");
-        assert_eq!(attr(call, "error.type"), Some(json!({"stringValue": "_OTHER"})));
+        assert_eq!(attr(call, "error.type"), Some(json!({"stringValue": "connect_error"})));
         let resends = attr(call, "http.request.resend_count");
         assert_eq!(resends, (i > 0).then(|| json!({"intValue": "1"})), "the retry is a resend");
     }

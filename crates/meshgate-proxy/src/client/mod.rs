@@ -52,6 +52,17 @@ impl std::fmt::Display for Failure {
 }
 
 impl Failure {
+    /// The failure's class for traces (OpenTelemetry's `error.type`).
+    pub fn class(&self) -> &'static str {
+        match self {
+            Failure::Connect(_) => "connect_error",
+            Failure::ConnectTimeout => "connect_timeout",
+            Failure::ReadTimeout => "read_timeout",
+            Failure::Broken(_) => "connection_broken",
+            Failure::Client(_) => "client_fault",
+        }
+    }
+
     /// True when the request never left the gateway, so retrying cannot duplicate it.
     pub fn nothing_sent(&self) -> bool {
         matches!(self, Failure::Connect(_) | Failure::ConnectTimeout)

@@ -66,7 +66,7 @@ impl Encoder {
             let url = c.url.as_ref().unwrap_or(&r.url);
             attr_bytes(out, "url.path", url.path());
             self.scratch.clear();
-            self.scratch.extend_from_slice(b"//");
+            self.scratch.extend_from_slice(if c.tls { b"https://" } else { b"http://" });
             self.scratch.extend_from_slice(c.remote.as_bytes());
             self.scratch.extend_from_slice(url.path());
             let at = self.scratch.len();
@@ -75,8 +75,6 @@ impl Encoder {
                 redact.query(q, &mut self.scratch);
                 attr_bytes(out, "url.query", &self.scratch[at + 1..]);
             }
-            // The scheme is the service's protocol, which spans are not told: a URL without one
-            // (a network-path reference) is what the conventions allow then.
             attr_bytes(out, "url.full", &self.scratch);
             if c.resend > 0 {
                 attr_int(out, "http.request.resend_count", c.resend.into());
@@ -146,9 +144,9 @@ fn attr_bytes(out: &mut Vec<u8>, key: &str, value: &[u8]) {
 
 /// The status attribute, the end of the attributes, and the span's `status`, as the HTTP
 /// conventions ask: an error status sets `error.type` to the code and leaves the status without
-/// a message (the code says it); a failure without an answer sets `error.type` to `_OTHER` (the
-/// conventions' value for errors an instrumentation does not classify) and the status message
-/// to the cause.
+/// a message (the code says it); a failure without an answer sets `error.type` to its class
+/// (`connect_error`, `read_timeout`, …; `_OTHER`, the conventions' value for errors an
+/// instrumentation does not classify, when it has none) and the status message to the cause.
 fn outcome(out: &mut Vec<u8>, status: Option<u16>, outcome: Outcome<'_>) {
     if let Some(code) = status {
         attr_int(out, "http.response.status_code", code.into());
@@ -164,15 +162,15 @@ fn outcome(out: &mut Vec<u8>, status: Option<u16>, outcome: Outcome<'_>) {
             out.extend_from_slice(b"\"}}");
             None
         }
-        Outcome::Failed(why) => Some(why),
-        Outcome::Retried => Some("retried"),
+        Outcome::Failed(why, class) => Some((why, class)),
+        Outcome::Retried => Some(("retried", "_OTHER")),
     };
-    if message.is_some() {
-        attr(out, "error.type", "_OTHER");
+    if let Some((_, class)) = message {
+        attr(out, "error.type", class);
     }
     // STATUS_CODE_ERROR.
     out.extend_from_slice(b"],\"status\":{\"code\":2");
-    if let Some(m) = message {
+    if let Some((m, _)) = message {
         out.extend_from_slice(b",\"message\":");
         string(out, m);
     }
@@ -329,7 +327,7 @@ mod tests {
             (&a["server.address"], &a["server.port"], &a["peer.service"]),
             (&json!({"stringValue": "10.0.0.5"}), &json!({"intValue": "8080"}), &json!({"stringValue": "orders"}))
         );
-        assert_eq!(a["url.full"], json!({"stringValue": "//10.0.0.5:8080/v1/orders?secret=1&sig=REDACTED"}));
+        assert_eq!(a["url.full"], json!({"stringValue": "http://10.0.0.5:8080/v1/orders?secret=1&sig=REDACTED"}));
         assert_eq!(a["url.query"], json!({"stringValue": "secret=1&sig=REDACTED"}));
         assert_eq!(a["error.type"], json!({"stringValue": "502"}));
         assert!(a.get("http.request.resend_count").is_none(), "the first attempt");
@@ -349,7 +347,7 @@ mod tests {
         );
         assert_eq!(
             (&a["url.full"], &a["error.type"]),
-            (&json!({"stringValue": "//[::1]:81/users/7"}), &json!({"stringValue": "_OTHER"}))
+            (&json!({"stringValue": "http://[::1]:81/users/7"}), &json!({"stringValue": "_OTHER"}))
         );
         assert!(
             a.get("http.response.status_code").is_none()
@@ -367,6 +365,14 @@ mod tests {
         let mut r = sample(vec![
             Call { status: Some(404), ..call("10.0.0.5:8080") },
             Call { status: None, error: Some(refused.into()), resend: 1, ..call("10.0.0.5:8080") },
+            Call {
+                status: None,
+                error: Some("timed out waiting for the answer".into()),
+                error_type: Some("read_timeout"),
+                tls: true,
+                resend: 2,
+                ..call("10.0.0.6:8443")
+            },
         ]);
         r.server.status = Some(404);
         r.tls = true;
@@ -381,7 +387,14 @@ mod tests {
             (&json!({"code": 2}), &json!({"stringValue": "404"}))
         );
         assert_eq!(s[2]["status"], json!({"code": 2, "message": refused}), "the last attempt's failure, in full");
-        assert_eq!(attrs(&s[2])["error.type"], json!({"stringValue": "_OTHER"}));
+        assert_eq!(attrs(&s[2])["error.type"], json!({"stringValue": "_OTHER"}), "a failure of no known class");
+        assert_eq!(
+            (&attrs(&s[3])["error.type"], &attrs(&s[3])["url.full"]),
+            (
+                &json!({"stringValue": "read_timeout"}),
+                &json!({"stringValue": "https://10.0.0.6:8443/v1/orders?secret=1&sig=REDACTED"})
+            )
+        );
     }
 
     #[test]
@@ -399,7 +412,7 @@ mod tests {
         assert_eq!(server["url.query"], json!({"stringValue": "secret=REDACTED&sig=REDACTED"}), "redact_query: all");
         assert_eq!(
             client["url.full"],
-            json!({"stringValue": "//10.0.0.5:8080/v1/orders?secret=REDACTED&sig=REDACTED"})
+            json!({"stringValue": "http://10.0.0.5:8080/v1/orders?secret=REDACTED&sig=REDACTED"})
         );
         r.server.route = None;
         r.method = http::Method::DELETE;

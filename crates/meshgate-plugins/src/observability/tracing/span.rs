@@ -88,6 +88,11 @@ pub struct Call {
     /// Why it failed without an answer (`connect to …: Connection refused`), or why its answer
     /// did not count (an aggregation backend's `the answer is not JSON`).
     pub error: Option<Box<str>>,
+    /// The class of `error`, few enough to group by (OpenTelemetry's `error.type`); `_OTHER`
+    /// is written when there is none.
+    pub error_type: Option<&'static str>,
+    /// It went over TLS: the scheme of `url.full`.
+    pub tls: bool,
     /// The status of its answer, if one came.
     pub status: Option<u16>,
     /// Another attempt followed it.
@@ -331,8 +336,8 @@ pub(super) enum Outcome<'a> {
     /// An answer with an error status: 5xx, and for a CLIENT span 4xx too (the upstream refused
     /// the gateway's request; the gateway's client did get an answer). The status says it all.
     Status(u16),
-    /// No answer, or one that did not count, for this reason.
-    Failed(&'a str),
+    /// No answer, or one that did not count, for this reason (and of this class).
+    Failed(&'a str, &'static str),
     /// Another attempt followed, for no reason recorded.
     Retried,
 }
@@ -346,7 +351,7 @@ impl<'a> Outcome<'a> {
     /// A CLIENT span's: its failure, else its status when 4xx or 5xx, else whether it was retried.
     pub fn client(c: &'a Call) -> Outcome<'a> {
         match (c.error.as_deref(), c.status) {
-            (Some(e), s) if s.is_none_or(|s| s < 400) => Outcome::Failed(e),
+            (Some(e), s) if s.is_none_or(|s| s < 400) => Outcome::Failed(e, c.error_type.unwrap_or("_OTHER")),
             (_, Some(s)) if s >= 400 => Outcome::Status(s),
             _ if c.retried => Outcome::Retried,
             _ => Outcome::Ok,
@@ -368,7 +373,7 @@ fn end(out: &mut Vec<u8>, status: Option<u16>, outcome: Outcome<'_>, tags: &[(&'
             number(out, status.into());
             out.push(b'"');
         }
-        Outcome::Failed(e) => {
+        Outcome::Failed(e, _) => {
             out.extend_from_slice(b",\"error\":");
             string(out, e);
         }
@@ -459,6 +464,8 @@ pub(super) mod fixtures {
             remote_service: Some("Orders".into()),
             backend: None,
             error: None,
+            error_type: None,
+            tls: false,
             status: Some(503),
             retried: false,
             resend: 0,

@@ -31,8 +31,11 @@ impl Tracing {
                     // The last attempt's failure, or why its answer did not count.
                     error: a
                         .failure
-                        .clone()
+                        .as_ref()
+                        .map(|f| f.cause.clone())
                         .or_else(|| (k == last).then(|| call.error.as_deref().map(Into::into)).flatten()),
+                    error_type: a.failure.as_ref().map(|f| f.class),
+                    tls: a.tls,
                     status: a.status.or(if k == last { call.status } else { None }),
                     retried: a.retried,
                     resend: k as u32,

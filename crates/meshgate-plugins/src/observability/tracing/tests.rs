@@ -139,7 +139,8 @@ async fn spans_of_a_retried_request() {
         heads.push(parts.headers);
     }
     let last = cx.attempts.last_mut().unwrap();
-    (last.end, last.failure) = (Some(Instant::now()), Some(refused.into()));
+    let failure = meshgate_core::AttemptFailure { class: "connect_error", cause: refused.into() };
+    (last.end, last.failure) = (Some(Instant::now()), Some(failure));
     cx.response = Some(ResponseInfo { status: http::StatusCode::BAD_GATEWAY, body_bytes: 0, request_bytes: 0 });
     t.on_log(&cx);
 
