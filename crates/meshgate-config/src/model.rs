@@ -159,7 +159,8 @@ pub struct Limits {
     pub max_headers: usize,
     /// Request body size; larger gets 413 (checked on Content-Length and while streaming).
     pub max_body_bytes: ByteSize,
-    /// A client connection with no request in flight and no bytes moving for this long is closed.
+    /// A client connection with no request in flight for this long is closed (bytes that come
+    /// without a request, pings or a dribble, do not count).
     pub client_idle_timeout: Duration,
     /// Time a client has to send a complete request header block, from its first byte (and a
     /// new connection its first request head).
@@ -167,6 +168,10 @@ pub struct Limits {
     /// The longest a request body may pause between two reads; then 408 (nginx's
     /// `client_body_timeout`).
     pub client_body_timeout: Duration,
+    /// The longest a client may take none of a response that is ready for it (a full socket, an
+    /// HTTP/2 flow-control window kept shut); then the connection is closed (nginx's
+    /// `send_timeout`).
+    pub client_send_timeout: Duration,
     /// Open client connections per listener; connections past this are closed on accept.
     pub max_connections: usize,
     /// Concurrent streams a client may open on one HTTP/2 connection.
@@ -182,6 +187,7 @@ impl Default for Limits {
             client_idle_timeout: Duration::from_secs(60),
             client_header_timeout: Duration::from_secs(10),
             client_body_timeout: Duration::from_secs(60),
+            client_send_timeout: Duration::from_secs(60),
             max_connections: 10_000,
             max_concurrent_streams: 256,
         }

@@ -4,11 +4,12 @@
 use crate::buffer;
 use crate::chain::Chain;
 use crate::client::{self, Failure, UpstreamBody};
+use crate::conn::BusyGuard;
 use crate::forward::{self, ConnInfo};
 use crate::limits::{self, ClientBody, RequestBody};
 use crate::metrics::{BodyAccount, RequestBytes};
 use crate::mirror;
-use crate::server::{BusyGuard, ConnSlot};
+use crate::server::ConnSlot;
 use crate::snapshot::{RouteRt, Snapshot};
 use crate::tunnel;
 use http::header::{self, HeaderValue};

@@ -1,35 +1,22 @@
-//! Worker threads and client connections.
+//! Worker threads, and the accepting of client connections (served by `conn.rs`).
 //!
 //! Each worker is one thread with its own single-threaded tokio runtime and its own
 //! `SO_REUSEPORT` socket per listener, so the kernel spreads connections over workers and a
 //! connection never moves between threads: no work-stealing, no cross-core wake-ups, and
 //! thread-local upstream pools without locks.
 
-use crate::client::LocalExec;
-use crate::forward::ConnInfo;
-use crate::handler::{self, ConnCtx};
-use crate::snapshot::{Limits, Snapshot};
-use crate::stream::Stream;
+use crate::snapshot::Snapshot;
 use arc_swap::ArcSwap;
 use http::HeaderValue;
-use hyper::service::service_fn;
-use hyper_util::rt::{TokioIo, TokioTimer};
-use hyper_util::server::conn::auto;
-use meshgate_core::ClientCert;
 use std::cell::Cell;
-use std::convert::Infallible;
 use std::io;
 use std::net::SocketAddr;
-use std::pin::{Pin, pin};
 use std::rc::Rc;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::task::{Context, Poll};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
 use tokio::sync::watch;
-use tokio_rustls::server::TlsStream;
 
 /// What all workers share.
 pub struct Shared {
@@ -45,8 +32,8 @@ pub struct Shared {
 /// connection and, after a WebSocket upgrade, by its tunnel, so an upgraded connection stays
 /// counted until the tunnel closes.
 pub struct ConnSlot {
-    shared: Arc<Shared>,
-    index: usize,
+    pub(crate) shared: Arc<Shared>,
+    pub(crate) index: usize,
     live: Rc<Cell<usize>>,
 }
 
@@ -54,24 +41,6 @@ impl Drop for ConnSlot {
     fn drop(&mut self) {
         self.shared.open[self.index].fetch_sub(1, Ordering::Relaxed);
         self.live.set(self.live.get() - 1);
-    }
-}
-
-/// Counts a request as busy until its response body is finished or dropped, so the idle check
-/// does not cut a response that pauses (long polling, server-sent events). Atomic because
-/// response bodies must be `Send`.
-pub struct BusyGuard(Arc<AtomicUsize>);
-
-impl BusyGuard {
-    fn new(count: &Arc<AtomicUsize>) -> Self {
-        count.fetch_add(1, Ordering::Relaxed);
-        BusyGuard(count.clone())
-    }
-}
-
-impl Drop for BusyGuard {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
@@ -98,6 +67,7 @@ pub fn run_worker(id: usize, shared: Arc<Shared>, sockets: Vec<std::net::TcpList
     };
     let local = tokio::task::LocalSet::new();
     local.block_on(&rt, async move {
+        crate::client::mark_worker();
         let live = Rc::new(Cell::new(0usize));
         let mut accepting = Vec::new();
         for (index, socket) in sockets.into_iter().enumerate() {
@@ -158,157 +128,6 @@ async fn accept_loop(index: usize, listener: TcpListener, shared: Arc<Shared>, l
         let _ = tcp.set_nodelay(true);
         live.set(live.get() + 1);
         let slot = Rc::new(ConnSlot { shared: shared.clone(), index, live: live.clone() });
-        tokio::task::spawn_local(serve(tcp, peer, port.clone(), snap, slot));
-    }
-}
-
-async fn serve(tcp: TcpStream, peer: SocketAddr, port: HeaderValue, snap: Arc<Snapshot>, slot: Rc<ConnSlot>) {
-    let shared = slot.shared.clone();
-    let limits = snap.limits.clone();
-    let listener = &snap.listeners[slot.index];
-    let activity = Arc::new(AtomicBool::new(true));
-    let (stream, h2_alpn, client_cert) = match &listener.tls {
-        Some(tls) => {
-            let acceptor = tokio_rustls::TlsAcceptor::from(tls.config.clone());
-            match tokio::time::timeout(limits.client_header_timeout, acceptor.accept(tcp)).await {
-                Ok(Ok(stream)) => {
-                    let session = stream.get_ref().1;
-                    let h2 = session.alpn_protocol() == Some(b"h2");
-                    // Only connections that presented a certificate pay for a copy of it.
-                    let cert = session.peer_certificates().filter(|c| !c.is_empty()).map(|chain| {
-                        Arc::new(ClientCert::new(
-                            chain.iter().map(|c| c.clone().into_owned()).collect(),
-                            tls.verifies_clients,
-                        ))
-                    });
-                    (ClientStream::Tls(Box::new(stream)), Some(h2), cert)
-                }
-                Ok(Err(e)) => return tracing::debug!(%peer, error = %e, "TLS handshake failed"),
-                Err(_) => return tracing::debug!(%peer, "TLS handshake timed out"),
-            }
-        }
-        None => (ClientStream::Tcp(tcp), None, None),
-    };
-    let conn = Rc::new(ConnCtx {
-        info: ConnInfo {
-            client_ip: HeaderValue::try_from(peer.ip().to_string()).expect("an IP address is a valid header value"),
-            proto: HeaderValue::from_static(if h2_alpn.is_some() { "https" } else { "http" }),
-            port,
-        },
-        peer,
-        tls: h2_alpn.is_some(),
-        client_cert,
-        slot,
-    });
-    let busy = Arc::new(AtomicUsize::new(0));
-    let service = {
-        let (shared, busy) = (shared.clone(), busy.clone());
-        service_fn(move |req| {
-            let (snap, conn, guard) = (shared.snapshot.load_full(), conn.clone(), BusyGuard::new(&busy));
-            async move { Ok::<_, Infallible>(handler::handle(snap, &conn, req, guard).await) }
-        })
-    };
-    let builder = builder(&limits, listener.http2, h2_alpn);
-    let io = TokioIo::new(Tracked { inner: stream, activity: activity.clone() });
-    let mut conn = pin!(builder.serve_connection_with_upgrades(io, service));
-    let mut stop = shared.shutdown.subscribe();
-    let mut idle = tokio::time::interval(limits.client_idle_timeout);
-    idle.reset();
-    let mut draining = false;
-    loop {
-        tokio::select! {
-            r = conn.as_mut() => {
-                if let Err(e) = r {
-                    tracing::debug!(%peer, error = %e, "client connection ended with an error");
-                }
-                return;
-            }
-            _ = stop.wait_for(|s| *s), if !draining => {
-                draining = true;
-                conn.as_mut().graceful_shutdown();
-            }
-            _ = idle.tick() => {
-                // Idle means: no request or response body in flight and not a byte moved for a
-                // whole period.
-                if !activity.swap(false, Ordering::Relaxed) && busy.load(Ordering::Relaxed) == 0 {
-                    tracing::debug!(%peer, "closing idle client connection");
-                    return;
-                }
-            }
-        }
-    }
-}
-
-fn builder(limits: &Limits, http2: bool, h2_alpn: Option<bool>) -> auto::Builder<LocalExec> {
-    let mut b = auto::Builder::new(LocalExec);
-    // hyper answers a bare 431 past its own limits; they sit above ours so that most oversized
-    // requests reach our check and get a JSON answer.
-    b.http1()
-        .timer(TokioTimer::new())
-        .header_read_timeout(limits.client_header_timeout)
-        .max_buf_size((limits.max_header_bytes * 2).max(16 * 1024))
-        .max_headers((limits.max_headers * 2).max(100));
-    b.http2()
-        .timer(TokioTimer::new())
-        .max_header_list_size((limits.max_header_bytes * 2) as u32)
-        .max_concurrent_streams(limits.max_concurrent_streams);
-    match h2_alpn {
-        Some(true) => b.http2_only(),
-        Some(false) => b.http1_only(),
-        None if !http2 => b.http1_only(),
-        None => b,
-    }
-}
-
-/// A client connection: TCP or TLS.
-type ClientStream = Stream<TlsStream<TcpStream>>;
-
-/// Marks the connection active whenever bytes move, for the idle check.
-struct Tracked {
-    inner: ClientStream,
-    activity: Arc<AtomicBool>,
-}
-
-impl Tracked {
-    fn mark<T>(&self, poll: Poll<io::Result<T>>) -> Poll<io::Result<T>> {
-        if poll.is_ready() {
-            self.activity.store(true, Ordering::Relaxed);
-        }
-        poll
-    }
-}
-
-impl AsyncRead for Tracked {
-    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
-        let poll = Pin::new(&mut self.inner).poll_read(cx, buf);
-        self.mark(poll)
-    }
-}
-
-impl AsyncWrite for Tracked {
-    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
-        let poll = Pin::new(&mut self.inner).poll_write(cx, buf);
-        self.mark(poll)
-    }
-
-    fn poll_write_vectored(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[io::IoSlice<'_>],
-    ) -> Poll<io::Result<usize>> {
-        let poll = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
-        self.mark(poll)
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        self.inner.is_write_vectored()
-    }
-
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_flush(cx)
-    }
-
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_shutdown(cx)
+        tokio::task::spawn_local(crate::conn::serve(tcp, peer, port.clone(), snap, slot));
     }
 }

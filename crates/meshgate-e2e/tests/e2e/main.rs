@@ -23,6 +23,7 @@ mod rate_limit;
 mod reload;
 mod resilience;
 mod routing;
+mod slow_clients;
 mod status;
 mod tls;
 mod tracing;

@@ -7,6 +7,7 @@ pub(crate) mod io;
 mod pool;
 
 pub use body::{ReadTimedOut, UpstreamBody};
+pub(crate) use pool::mark_worker;
 
 use crate::limits::{BodyWatch, ClientFault};
 use crate::snapshot::{Proto, ServiceRt, TargetRt, UpstreamTimeouts};

@@ -7,7 +7,7 @@
 use hyper::client::conn::{http1, http2};
 use meshgate_core::ProxyBody;
 use meshgate_router::FastMap;
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -24,6 +24,18 @@ struct Pool {
 
 thread_local! {
     static POOL: RefCell<Pool> = RefCell::new(Pool::default());
+    static WORKER: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Marks this thread as a worker: its event loop runs a `LocalSet`, so background work on its
+/// pool (draining an abandoned body) can be spawned here.
+pub(crate) fn mark_worker() {
+    WORKER.set(true);
+}
+
+/// Whether this thread is a worker (see [`mark_worker`]).
+pub(crate) fn on_worker() -> bool {
+    WORKER.get()
 }
 
 /// An idle HTTP/1.1 connection, most recently used first (warmest socket, likeliest still

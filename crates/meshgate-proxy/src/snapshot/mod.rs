@@ -58,6 +58,7 @@ pub struct Limits {
     pub(crate) client_idle_timeout: Duration,
     pub(crate) client_header_timeout: Duration,
     pub(crate) client_body_timeout: Duration,
+    pub(crate) client_send_timeout: Duration,
     pub(crate) max_connections: usize,
     pub(crate) max_concurrent_streams: u32,
 }
@@ -250,6 +251,7 @@ pub fn compile(doc: &Document, registry: &Registry, targets: &TargetRegistry) ->
             client_idle_timeout: l.client_idle_timeout.get(),
             client_header_timeout: l.client_header_timeout.get(),
             client_body_timeout: l.client_body_timeout.get(),
+            client_send_timeout: l.client_send_timeout.get(),
             max_connections: l.max_connections,
             max_concurrent_streams: l.max_concurrent_streams,
         },
