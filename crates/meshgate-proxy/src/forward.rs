@@ -119,8 +119,34 @@ pub fn unforwardable(head: &http::response::Parts) -> Option<&'static str> {
     (!only_chunked).then_some("a transfer coding other than chunked")
 }
 
-/// Adds `X-Forwarded-For` (appended to what the client sent), `-Proto`, `-Host` and `-Port`.
+/// Whether a client's header claims what only the gateway may say about a request: `Forwarded`
+/// and `X-Real-IP` (the client's address, which the gateway sets in `X-Forwarded-For`), and the
+/// spellings of the gateway's own headers with `_` for `-` (`X_Consumer_Username`), which CGI,
+/// WSGI and Rack upstreams read as the same variable (`HTTP_X_CONSUMER_USERNAME`).
+fn spoofs(name: &str) -> bool {
+    let b = name.as_bytes();
+    let candidate = match b.first() {
+        Some(b'f') => name == "forwarded",
+        Some(b'x') => b.contains(&b'_') || name == "x-real-ip",
+        _ => false,
+    };
+    candidate && {
+        let dashed = name.replace('_', "-");
+        ["x-forwarded-", "x-consumer-", "x-credential-", "x-anonymous-"].iter().any(|p| dashed.starts_with(p))
+            || dashed == "x-real-ip"
+            || dashed == "forwarded"
+    }
+}
+
+/// Adds `X-Forwarded-For` (appended to what the client sent), `-Proto`, `-Host` and `-Port`,
+/// after removing what a client could spoof beside them ([`spoofs`]).
 pub fn set_forwarded(headers: &mut HeaderMap, conn: &ConnInfo, host: Option<&HeaderValue>) {
+    if headers.keys().any(|n| spoofs(n.as_str())) {
+        let spoofed: Vec<HeaderName> = headers.keys().filter(|n| spoofs(n.as_str())).cloned().collect();
+        for name in spoofed {
+            headers.remove(name);
+        }
+    }
     let xff = match headers.get(&X_FORWARDED_FOR) {
         Some(prev) => {
             let mut v = Vec::with_capacity(prev.len() + 2 + conn.client_ip.len());
@@ -168,4 +194,36 @@ pub fn upstream_path(uri: &Uri, route: &RouteRt, matched_len: usize) -> PathAndQ
 pub fn aim(headers: &mut HeaderMap, target: &TargetRt, preserve: Option<&HeaderValue>) {
     let host = preserve.cloned().unwrap_or_else(|| target.host_header.clone());
     headers.insert(header::HOST, host);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn spoofable_headers() {
+        for name in [
+            "forwarded",
+            "x-real-ip",
+            "x_real_ip",
+            "x_consumer_username",
+            "x-consumer_groups",
+            "x_forwarded_for",
+            "x_anonymous_consumer",
+            "x_credential_identifier",
+        ] {
+            assert!(spoofs(name), "{name}");
+        }
+        for name in [
+            "x-forwarded-for",
+            "x-consumer-username",
+            "x-request-id",
+            "x_request_id",
+            "accept",
+            "forwarded-x",
+            "x-real-ipx",
+        ] {
+            assert!(!spoofs(name), "{name}");
+        }
+    }
 }

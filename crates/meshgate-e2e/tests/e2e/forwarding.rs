@@ -221,3 +221,60 @@ async fn an_http10_upstream_answer_goes_out_as_http11() {
         assert_eq!(resp.text(), "old server", "request {i}");
     }
 }
+
+/// What only the gateway may say about a request is never taken from the client: `Forwarded`,
+/// `X-Real-IP`, and the `_` spellings of the gateway's own headers, which CGI-style upstreams
+/// read as the same variable as the `-` ones.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn spoofable_client_headers_are_removed() {
+    let up = Upstream::http("up").await;
+    let gw = gateway(&up);
+    let spoofed = [
+        ("Forwarded", "for=10.6.6.6;proto=https"),
+        ("X-Real-IP", "10.6.6.6"),
+        ("X_Real_IP", "10.6.6.6"),
+        ("X_Consumer_Username", "admin"),
+        ("X-Consumer_Groups", "admins"),
+        ("X_Forwarded_For", "10.6.6.6"),
+        ("X_Anonymous_Consumer", "false"),
+    ];
+    let mut headers: Vec<(&str, &str)> = spoofed.to_vec();
+    headers.push(("X_Request_Id", "kept"));
+    let resp = client::get_with(gw.addr(), "/x", &headers).await;
+    assert_eq!(resp.status, 200);
+    for (name, _) in spoofed {
+        assert_eq!(resp.seen_header(&name.to_ascii_lowercase()), None, "{name} reached the upstream");
+    }
+    assert_eq!(resp.seen_header("x_request_id").as_deref(), Some("kept"), "other underscore headers pass");
+    assert_eq!(resp.seen_header("x-forwarded-for").as_deref(), Some("127.0.0.1"));
+}
+
+/// Over HTTP/2 the target is `:authority`, whatever a `host` field says (RFC 9113 §8.3.1).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http2_authority_wins_over_host() {
+    let (a, b) = (Upstream::http("a").await, Upstream::http("b").await);
+    let gw = TestGateway::start(&config(&format!(
+        r#"
+services: [{{name: a, url: "http://{}"}}, {{name: b, url: "http://{}"}}]
+routes:
+  - {{name: a, service: a, hosts: [a.example]}}
+  - {{name: b, service: b, hosts: [b.example]}}
+"#,
+        a.addr(),
+        b.addr()
+    )));
+    // The h2 crate sends the fields as given (hyper's client would drop `host`).
+    let tcp = tokio::net::TcpStream::connect(gw.addr()).await.unwrap();
+    let (mut h2, conn) = h2::client::handshake(tcp).await.unwrap();
+    tokio::spawn(conn);
+    let req = http::Request::get("http://a.example/x").header("host", "b.example").body(()).unwrap();
+    let (resp, _) = h2.send_request(req, true).unwrap();
+    let mut body = resp.await.unwrap().into_body();
+    let mut bytes = Vec::new();
+    while let Some(chunk) = body.data().await {
+        bytes.extend_from_slice(&chunk.unwrap());
+    }
+    let resp: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
+    assert_eq!(resp["name"], "a", "routed by :authority");
+    assert_eq!(resp["headers"]["x-forwarded-host"], "a.example");
+}
