@@ -127,3 +127,43 @@ routes: [{{name: r, service: s, paths: ["/"]}}]
     let took = started.elapsed();
     assert!(took >= Duration::from_millis(250) && took < Duration::from_secs(3), "connect timeout took {took:?}");
 }
+
+/// An upstream failure's cause (its address, the OS error) goes to the log and the trace; the
+/// client gets the fixed message of the error code, and the request id to quote.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upstream_failures_tell_clients_nothing_internal() {
+    let closed = closed_port();
+    let blackhole = Upstream::blackhole().await;
+    let gw = TestGateway::start(&config(&format!(
+        r#"
+upstreams: [{{name: gone, targets: [{{address: "{closed}"}}], health: {{passive: {{unhealthy_after: 1, recover_after: 60s}}}}}}]
+services:
+  - {{name: closed, url: "http://{closed}"}}
+  - {{name: slow, url: "http://{}", timeouts: {{read: 200ms}}}}
+  - {{name: gone, upstream: gone, retries: 0}}
+plugins: [{{name: request-id}}]
+routes:
+  - {{name: closed, service: closed, paths: ["/closed"]}}
+  - {{name: slow, service: slow, paths: ["/slow"]}}
+  - {{name: gone, service: gone, paths: ["/gone"]}}
+"#,
+        blackhole.addr()
+    )));
+    let cases = [
+        ("/closed", 502, "upstream_unavailable", "the upstream server could not be reached or broke the exchange"),
+        ("/slow", 504, "upstream_timeout", "the upstream server did not answer in time"),
+        ("/gone", 502, "upstream_unavailable", "the upstream server could not be reached or broke the exchange"),
+        ("/gone", 503, "no_healthy_target", "no healthy upstream server is available"),
+    ];
+    for (path, status, code, message) in cases {
+        let resp = client::get_with(gw.addr(), path, &[("x-request-id", "req-7")]).await;
+        resp.assert_error(status, code);
+        let body = resp.json();
+        assert_eq!((&body["message"], &body["request_id"]), (&message.into(), &"req-7".into()), "{path}");
+        assert_eq!(body.as_object().unwrap().len(), 4, "status, error, message, request_id: {body}");
+        let text = resp.text();
+        for internal in [closed.to_string(), blackhole.addr().to_string(), "os error".into(), "gone".into()] {
+            assert!(!text.contains(&internal), "{path}: {internal:?} in {text}");
+        }
+    }
+}

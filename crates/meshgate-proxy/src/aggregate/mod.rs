@@ -180,8 +180,10 @@ pub(crate) async fn run(
     } else {
         // Only timeouts among the calls made (skipped ones were not made): the gateway waited.
         let kind = if any_failed { ErrorKind::UpstreamUnavailable } else { ErrorKind::UpstreamTimeout };
+        // Which backends failed and why goes to the log (the client has X-Meshgate-Incomplete).
         let route = cx.route.as_ref().map_or("", |r| &*r.name);
-        kind.response(&format!("no backend of route {route:?} answered: {}", reasons.join("; ")))
+        tracing::warn!(route, reasons = %reasons.join("; "), "no backend answered");
+        crate::handler::gateway_error(kind, cx)
     };
     if !failed.is_empty()
         && let Ok(v) = HeaderValue::from_str(&failed.join(", "))
