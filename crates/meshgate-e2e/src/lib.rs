@@ -24,6 +24,7 @@ pub mod body;
 pub mod certs;
 pub mod client;
 pub mod gateway;
+pub mod h2raw;
 pub mod observe;
 pub mod raw;
 pub mod redis;

@@ -38,7 +38,7 @@ use std::net::SocketAddr;
 use std::pin::{Pin, pin};
 use std::rc::Rc;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
@@ -140,16 +140,21 @@ impl Drop for BusyGuard {
     }
 }
 
-/// Counts a request the client abandoned: dropped by hyper before its answer was made.
+/// Counts a request the client abandoned: dropped by hyper before its answer was made. Sets
+/// `flag`, which a request running on (HTTP/2) reads before each upstream attempt.
 struct Abandoned {
     watch: Arc<ConnWatch>,
     answered: bool,
+    flag: Option<Arc<AtomicBool>>,
 }
 
 impl Drop for Abandoned {
     fn drop(&mut self) {
         if self.answered {
             return;
+        }
+        if let Some(flag) = &self.flag {
+            flag.store(true, Ordering::Relaxed);
         }
         let abandoned = self.watch.abandoned.fetch_add(1, Ordering::Relaxed) + 1;
         let started = self.watch.started.load(Ordering::Relaxed);
@@ -234,8 +239,10 @@ pub async fn serve(tcp: TcpStream, peer: SocketAddr, port: HeaderValue, snap: Ar
             _ = watch.flood.notified(), if closing.is_none() => {
                 tracing::warn!(%peer, started = watch.started.load(Ordering::Relaxed),
                     abandoned = watch.abandoned.load(Ordering::Relaxed), "client abandons most of its requests: closing");
+                // A GOAWAY, flushed while the connection is polled a moment longer, then the close:
+                // a graceful end would take streams until the client answers a PING.
                 conn.as_mut().graceful_shutdown();
-                closing = Some(tokio::time::Instant::now() + Duration::from_millis(500));
+                closing = Some(tokio::time::Instant::now() + Duration::from_millis(50));
             }
             _ = tokio::time::sleep_until(wake) => {
                 if closing.is_some() {
@@ -265,18 +272,23 @@ async fn respond(
     watch: Arc<ConnWatch>,
 ) -> Result<Response<ProxyBody>, Infallible> {
     watch.started.fetch_add(1, Ordering::Relaxed);
-    let mut abandoned = Abandoned { watch: watch.clone(), answered: false };
     let busy = BusyGuard::new(&watch);
     let resp = if req.version() == Version::HTTP_2 {
-        let task = tokio::task::spawn_local(async move { handler::handle(snap, &conn, req, busy).await });
-        task.await.unwrap_or_else(|e| {
+        let flag = Arc::new(AtomicBool::new(false));
+        let mut abandoned = Abandoned { watch: watch.clone(), answered: false, flag: Some(flag.clone()) };
+        let task = tokio::task::spawn_local(async move { handler::handle(snap, &conn, req, busy, Some(flag)).await });
+        let resp = task.await.unwrap_or_else(|e| {
             tracing::error!(error = %e, "request handler failed");
             ErrorKind::Unavailable.response_with_id(None)
-        })
+        });
+        abandoned.answered = true;
+        resp
     } else {
-        handler::handle(snap, &conn, req, busy).await
+        let mut abandoned = Abandoned { watch: watch.clone(), answered: false, flag: None };
+        let resp = handler::handle(snap, &conn, req, busy, None).await;
+        abandoned.answered = true;
+        resp
     };
-    abandoned.answered = true;
     Ok(resp)
 }
 

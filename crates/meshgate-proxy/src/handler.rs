@@ -6,7 +6,7 @@ use crate::chain::Chain;
 use crate::client::{self, Failure, UpstreamBody};
 use crate::conn::BusyGuard;
 use crate::forward::{self, ConnInfo};
-use crate::limits::{self, ClientBody, RequestBody};
+use crate::limits::{self, ClientBody, ClientFault, RequestBody};
 use crate::metrics::{BodyAccount, RequestBytes};
 use crate::mirror;
 use crate::server::ConnSlot;
@@ -23,7 +23,7 @@ use meshgate_router::RequestView;
 use std::net::SocketAddr;
 use std::rc::Rc;
 use std::sync::Arc;
-use std::sync::atomic::AtomicU64;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 /// What a connection knows about itself, shared by its requests.
 pub struct ConnCtx {
@@ -46,6 +46,7 @@ pub async fn handle(
     conn: &ConnCtx,
     mut req: Request<Incoming>,
     busy: BusyGuard,
+    abandoned: Option<Arc<AtomicBool>>,
 ) -> Response<ProxyBody> {
     let wants_upgrade = forward::is_upgrade(req.version(), req.headers());
     let client_upgrade = wants_upgrade.then(|| hyper::upgrade::on(&mut req));
@@ -135,7 +136,7 @@ pub async fn handle(
             mirror::Forwarding { conn: &conn.info, client_host: client_host.as_ref(), matched_len, declared, upgrade };
         body = mirror::start(m, &cx, &f, body);
     }
-    let body = RequestBody { body, watch };
+    let body = RequestBody { body, watch, abandoned };
     let resp = match forward_upstream(&mut cx, conn, route, client_host, matched_len, body, upgrade).await {
         Ok(mut resp) => {
             resp.body_mut().account(BodyAccount::new(route.stats().clone(), received.clone()));
@@ -192,7 +193,7 @@ pub(crate) async fn forward_upstream(
     body: RequestBody,
     upgrade: bool,
 ) -> Result<Response<UpstreamBody>, Response<ProxyBody>> {
-    let RequestBody { body, watch } = body;
+    let RequestBody { body, watch, abandoned } = body;
     let svc = &route.service;
     let policy = &route.retry;
     let mut headers = std::mem::take(&mut cx.request.headers);
@@ -228,6 +229,10 @@ pub(crate) async fn forward_upstream(
     // A retried upstream answer, returned as it is should no target be left for the retry.
     let mut last_response: Option<Response<UpstreamBody>> = None;
     loop {
+        if abandoned.as_ref().is_some_and(|a| a.load(Ordering::Relaxed)) {
+            // The client reset its stream: no (further) attempt for nobody.
+            return Err(ClientFault::Aborted.response());
+        }
         let pick = match svc.balancer.pick_or_wait(key, &tried).await {
             Ok(pick) => pick,
             Err(NoTarget::Busy) => {

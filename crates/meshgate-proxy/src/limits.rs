@@ -133,18 +133,22 @@ impl BodyWatch {
     }
 }
 
-/// A request body on its way upstream, and the watch on its client's side when it streams from
-/// the client (`None` for no body or one held whole).
+/// A request body on its way upstream, and what is known of its client: the watch on the
+/// body's client side when it streams from the client (`None` for no body or one held whole),
+/// and a flag the connection sets when the client abandons the request (an HTTP/2 stream reset;
+/// `None` where the request cannot outlive its client).
 pub struct RequestBody {
     /// What is sent.
     pub body: ProxyBody,
     /// Set by [`ClientBody`].
     pub watch: Option<Arc<BodyWatch>>,
+    /// True once the client has gone: no attempt is started after that.
+    pub abandoned: Option<Arc<std::sync::atomic::AtomicBool>>,
 }
 
 impl From<ProxyBody> for RequestBody {
     fn from(body: ProxyBody) -> Self {
-        RequestBody { body, watch: None }
+        RequestBody { body, watch: None, abandoned: None }
     }
 }
 

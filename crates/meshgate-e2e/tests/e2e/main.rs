@@ -10,6 +10,7 @@ mod conformance;
 mod cors;
 mod errors;
 mod forwarding;
+mod h2_floods;
 mod health;
 mod http2;
 mod jwt;
