@@ -22,6 +22,9 @@ use std::time::Duration;
 use tokio::net::TcpStream;
 use tokio::time::{Instant, timeout, timeout_at};
 
+/// The most an HTTP/1.1 upstream connection reads ahead of what the client takes.
+const UPSTREAM_READ_BUFFER: usize = 16 * 1024;
+
 /// Why an exchange with an upstream server failed.
 #[derive(Debug)]
 pub enum Failure {
@@ -304,7 +307,10 @@ async fn connect(svc: &ServiceRt, t: &UpstreamTimeouts, target: &TargetRt, upgra
         tokio::task::spawn_local(conn);
         Ok(Conn::H2(sender))
     } else {
-        let (sender, conn) = http1::Builder::new().handshake(io).await.map_err(handshake_err)?;
+        // hyper reads ahead into a buffer that grows to ~400 KB; a response the client is slow to
+        // take would hold that much per connection. 64 KB reads large bodies just as fast.
+        let (sender, conn) =
+            http1::Builder::new().max_buf_size(UPSTREAM_READ_BUFFER).handshake(io).await.map_err(handshake_err)?;
         if upgrade {
             tokio::task::spawn_local(conn.with_upgrades());
         } else {
