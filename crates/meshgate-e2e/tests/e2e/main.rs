@@ -17,6 +17,7 @@ mod jwt;
 mod limits;
 mod metrics;
 mod mtls;
+mod overload;
 mod paths;
 mod plugins;
 mod pool;
