@@ -43,6 +43,7 @@ use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
+use futures_util::task::AtomicWaker;
 use tokio::sync::Notify;
 use tokio_rustls::server::TlsStream;
 
@@ -69,6 +70,11 @@ pub struct ConnWatch {
     header_block: AtomicU64,
     /// Woken when the connection floods resets.
     flood: Notify,
+    /// Set by the watchdog: end the connection gracefully (GOAWAY, requests in flight finish),
+    /// or at once; `waker` wakes the connection's task to act on it.
+    graceful: AtomicBool,
+    kill: AtomicBool,
+    waker: AtomicWaker,
 }
 
 impl ConnWatch {
@@ -83,6 +89,9 @@ impl ConnWatch {
             write_blocked: AtomicU64::new(0),
             header_block: AtomicU64::new(0),
             flood: Notify::new(),
+            graceful: AtomicBool::new(false),
+            kill: AtomicBool::new(false),
+            waker: AtomicWaker::new(),
         }
     }
 
@@ -218,22 +227,47 @@ pub async fn serve(tcp: TcpStream, peer: SocketAddr, port: HeaderValue, snap: Ar
     let frames = may_be_h2.then(FrameFollower::default);
     let io = TokioIo::new(Tracked { inner: stream, watch: watch.clone(), frames });
     let mut conn = pin!(builder.serve_connection_with_upgrades(io, service));
-    let mut stop = shared.shutdown.subscribe();
+    let watchdog = tokio::task::spawn_local(watchdog(watch.clone(), limits, shared.shutdown.subscribe(), peer));
+    // The connection's own task polls hyper and reads two flags the watchdog sets (it wakes
+    // this task when it does): per wake, a waker registration and two loads, not a poll of
+    // every timer and channel the limits need.
+    let mut graceful = false;
+    let ended = std::future::poll_fn(|cx| {
+        watch.waker.register(cx.waker());
+        if watch.kill.load(Ordering::Relaxed) {
+            return Poll::Ready(None);
+        }
+        if !graceful && watch.graceful.load(Ordering::Relaxed) {
+            graceful = true;
+            conn.as_mut().graceful_shutdown();
+        }
+        conn.as_mut().poll(cx).map(Some)
+    })
+    .await;
+    watchdog.abort();
+    if let Some(Err(e)) = ended {
+        tracing::debug!(%peer, error = %e, "client connection ended with an error");
+    }
+}
+
+/// Watches a connection's limits from a task of its own, waking only at its deadlines, on
+/// shutdown and on a reset flood; asks the connection's task to end gracefully (`graceful`) or
+/// at once (`kill`).
+async fn watchdog(watch: Arc<ConnWatch>, limits: Limits, mut stop: tokio::sync::watch::Receiver<bool>, peer: SocketAddr) {
+    let end = |graceful: bool| {
+        let flag = if graceful { &watch.graceful } else { &watch.kill };
+        flag.store(true, Ordering::Relaxed);
+        watch.waker.wake();
+    };
     let mut clock = Clock::new(&watch);
     // Set once the connection is being shut: the last moment it may take to finish.
     let mut closing: Option<tokio::time::Instant> = None;
     loop {
         let wake = closing.unwrap_or_else(|| tokio::time::Instant::from_std(clock.next_wake(&limits)));
         tokio::select! {
-            r = conn.as_mut() => {
-                if let Err(e) = r {
-                    tracing::debug!(%peer, error = %e, "client connection ended with an error");
-                }
-                return;
-            }
             _ = stop.wait_for(|s| *s), if closing.is_none() => {
                 // Draining: requests in flight finish; the worker's drain timeout bounds it.
-                conn.as_mut().graceful_shutdown();
+                end(true);
                 closing = Some(tokio::time::Instant::now() + Duration::from_secs(3600));
             }
             _ = watch.flood.notified(), if closing.is_none() => {
@@ -241,22 +275,26 @@ pub async fn serve(tcp: TcpStream, peer: SocketAddr, port: HeaderValue, snap: Ar
                     abandoned = watch.abandoned.load(Ordering::Relaxed), "client abandons most of its requests: closing");
                 // A GOAWAY, flushed while the connection is polled a moment longer, then the close:
                 // a graceful end would take streams until the client answers a PING.
-                conn.as_mut().graceful_shutdown();
+                end(true);
                 closing = Some(tokio::time::Instant::now() + Duration::from_millis(50));
             }
             _ = tokio::time::sleep_until(wake) => {
                 if closing.is_some() {
-                    return tracing::debug!(%peer, "closing connection did not finish in time");
+                    tracing::debug!(%peer, "closing connection did not finish in time");
+                    return end(false);
                 }
                 match clock.check(&watch, &limits) {
                     None => {}
                     Some(Close::Idle) => {
                         tracing::debug!(%peer, "closing idle client connection");
                         // HTTP/2 says goodbye (GOAWAY); nothing is in flight, so it ends at once.
-                        conn.as_mut().graceful_shutdown();
+                        end(true);
                         closing = Some(tokio::time::Instant::now() + Duration::from_secs(1));
                     }
-                    Some(why) => return tracing::debug!(%peer, ?why, "closing client connection"),
+                    Some(why) => {
+                        tracing::debug!(%peer, ?why, "closing client connection");
+                        return end(false);
+                    }
                 }
             }
         }

@@ -54,23 +54,46 @@ const TRANSFER_ENCODING_BIT: u16 = 1 << 3;
 const UPGRADE_BIT: u16 = 1 << 4;
 const KEEP_ALIVE_BIT: u16 = 1 << 6;
 
-/// Which hop-by-hop headers are present, as bits in [`HOP_BY_HOP`] order. One scan of the few
-/// names a message has is far cheaper than a hashed removal per hop-by-hop name (this runs twice
-/// per proxied request).
-fn hop_by_hop_present(headers: &HeaderMap) -> u16 {
-    let mut found = 0;
-    for name in headers.keys() {
-        if let Some(i) = HOP_BY_HOP.iter().position(|h| h.as_str() == name.as_str()) {
-            found |= 1 << i;
+/// Set in [`Found`] when a header a client may not send is there ([`spoofs`]).
+const SPOOFED_BIT: u16 = 1 << 15;
+
+/// What one scan of a message's header names found: which hop-by-hop headers (bits in
+/// [`HOP_BY_HOP`] order), and whether a client spoofs one of the gateway's own. One scan of the
+/// few names a message has is far cheaper than a hashed lookup per name (this runs twice per
+/// proxied request).
+#[derive(Clone, Copy)]
+pub struct Found(u16);
+
+impl Found {
+    /// Scans `headers`.
+    pub fn scan(headers: &HeaderMap) -> Found {
+        let mut found = 0;
+        for name in headers.keys() {
+            if let Some(i) = HOP_BY_HOP.iter().position(|h| h.as_str() == name.as_str()) {
+                found |= 1 << i;
+            } else if spoofs(name.as_str()) {
+                found |= SPOOFED_BIT;
+            }
         }
+        Found(found)
     }
-    found
+
+    /// A client header claims what only the gateway may say ([`spoofs`]).
+    pub fn spoofed(self) -> bool {
+        self.0 & SPOOFED_BIT != 0
+    }
+
+    /// `Transfer-Encoding` is there.
+    pub fn transfer_encoding(self) -> bool {
+        self.0 & TRANSFER_ENCODING_BIT != 0
+    }
 }
 
 /// Removes the headers that describe the client connection rather than the request (RFC 9110
-/// §7.6.1), including any the client listed in `Connection`. `te: trailers` stays: gRPC needs it.
-pub fn strip_hop_by_hop(headers: &mut HeaderMap, upgrade: bool) {
-    let found = hop_by_hop_present(headers);
+/// §7.6.1), including any the client listed in `Connection`; `found` is what [`Found::scan`]
+/// saw. `te: trailers` stays: gRPC needs it.
+pub fn strip_hop_by_hop(headers: &mut HeaderMap, upgrade: bool, found: Found) {
+    let found = found.0;
     if found & CONNECTION_BIT != 0
         && let Some(conn) = headers.remove(header::CONNECTION)
     {
@@ -109,9 +132,12 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap, upgrade: bool) {
 /// Why an upstream's answer cannot be passed on as it is, if it cannot: a status outside
 /// 100-599 has no class a client could understand (RFC 9110 §15); a transfer coding other than
 /// chunked (`gzip, chunked`) would be lost, since the body goes on without it.
-pub fn unforwardable(head: &http::response::Parts) -> Option<&'static str> {
+pub fn unforwardable(head: &http::response::Parts, found: Found) -> Option<&'static str> {
     if !(100..600).contains(&head.status.as_u16()) {
         return Some("status code outside 100-599");
+    }
+    if !found.transfer_encoding() {
+        return None;
     }
     let only_chunked = head.headers.get_all(header::TRANSFER_ENCODING).iter().all(|v| {
         v.to_str().is_ok_and(|v| v.split(',').map(str::trim).all(|c| c.eq_ignore_ascii_case("chunked") || c.is_empty()))
@@ -139,9 +165,10 @@ fn spoofs(name: &str) -> bool {
 }
 
 /// Adds `X-Forwarded-For` (appended to what the client sent), `-Proto`, `-Host` and `-Port`,
-/// after removing what a client could spoof beside them ([`spoofs`]).
-pub fn set_forwarded(headers: &mut HeaderMap, conn: &ConnInfo, host: Option<&HeaderValue>) {
-    if headers.keys().any(|n| spoofs(n.as_str())) {
+/// after removing what a client could spoof beside them ([`spoofs`]; `found` says whether any is
+/// there).
+pub fn set_forwarded(headers: &mut HeaderMap, conn: &ConnInfo, host: Option<&HeaderValue>, found: Found) {
+    if found.spoofed() {
         let spoofed: Vec<HeaderName> = headers.keys().filter(|n| spoofs(n.as_str())).cloned().collect();
         for name in spoofed {
             headers.remove(name);

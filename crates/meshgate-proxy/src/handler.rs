@@ -156,12 +156,13 @@ pub async fn handle(
             // frame it (hyper answers HTTP/1.0 clients in 1.0 by itself; HTTP/2 ignores it).
             parts.version = Version::HTTP_11;
             if parts.status != StatusCode::SWITCHING_PROTOCOLS {
-                if let Some(fault) = forward::unforwardable(&parts) {
+                let found = forward::Found::scan(&parts.headers);
+                if let Some(fault) = forward::unforwardable(&parts, found) {
                     tracing::warn!(target = ?cx.upstream(), %fault, "upstream answer cannot be passed on");
                     let resp = gateway_error(ErrorKind::UpstreamUnavailable, &cx);
                     return finish(&snap, at, cx, resp, &received, false).await;
                 }
-                forward::strip_hop_by_hop(&mut parts.headers, false);
+                forward::strip_hop_by_hop(&mut parts.headers, false, found);
             }
             let resp = Response::from_parts(parts, ProxyBody::boxed(body));
             // A transformed body was read through the upstream's, which counted its bytes.
@@ -198,8 +199,9 @@ pub(crate) async fn forward_upstream(
     let policy = &route.retry;
     let mut headers = std::mem::take(&mut cx.request.headers);
     let key = svc.balancer.hash_on().and_then(|h| meshgate_balance::hash_key(h, &headers, cx.client_addr.ip()));
-    forward::strip_hop_by_hop(&mut headers, upgrade);
-    forward::set_forwarded(&mut headers, &conn.info, client_host.as_ref());
+    let found = forward::Found::scan(&headers);
+    forward::strip_hop_by_hop(&mut headers, upgrade, found);
+    forward::set_forwarded(&mut headers, &conn.info, client_host.as_ref(), found);
     meshgate_core::auth::set_identity_headers(&mut headers, cx.auth.as_ref());
 
     // Only a request without a body, or with one read whole for the body phases, can be sent

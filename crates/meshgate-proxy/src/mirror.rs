@@ -126,8 +126,9 @@ pub(crate) fn start(m: &Arc<MirrorRt>, cx: &RequestCtx, f: &Forwarding<'_>, body
     let svc = &m.route.service;
     let mut headers = cx.request.headers.clone();
     let key = svc.balancer.hash_on().and_then(|h| meshgate_balance::hash_key(h, &headers, cx.client_addr.ip()));
-    forward::strip_hop_by_hop(&mut headers, false);
-    forward::set_forwarded(&mut headers, f.conn, f.client_host);
+    let found = forward::Found::scan(&headers);
+    forward::strip_hop_by_hop(&mut headers, false, found);
+    forward::set_forwarded(&mut headers, f.conn, f.client_host, found);
     meshgate_core::auth::set_identity_headers(&mut headers, cx.auth.as_ref());
     let mut req = Request::new(());
     *req.method_mut() = cx.request.method.clone();

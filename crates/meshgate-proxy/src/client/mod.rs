@@ -108,11 +108,13 @@ pub async fn send(
     upgrade: bool,
     watch: Option<&BodyWatch>,
 ) -> Result<Response<UpstreamBody>, SendError> {
-    let result = exchange(svc, t, target, req, upgrade, watch).await;
-    match (result, watch.and_then(BodyWatch::fault)) {
-        (Err(e), Some(fault)) => Err(SendError { failure: Failure::Client(fault), request: e.request }),
-        (result, _) => result,
+    let mut result = exchange(svc, t, target, req, upgrade, watch).await;
+    if let Err(e) = &mut result
+        && let Some(fault) = watch.and_then(BodyWatch::fault)
+    {
+        e.failure = Failure::Client(fault);
     }
+    result
 }
 
 async fn exchange(
