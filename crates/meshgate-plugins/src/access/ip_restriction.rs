@@ -71,7 +71,16 @@ fn parse_net(field: String, s: &str) -> Result<IpNet, PluginConfigError> {
         Some(_) => None,
     });
     net.ok_or_else(|| {
-        PluginConfigError::new(field, format!("invalid CIDR {s:?}: use e.g. 10.0.0.0/8 or 2001:db8::/32"))
+        let octets: Vec<&str> = addr.split('.').collect();
+        let zeros = octets.len() == 4
+            && octets.iter().all(|o| !o.is_empty() && o.bytes().all(|b| b.is_ascii_digit()))
+            && octets.iter().any(|o| o.len() > 1 && o.starts_with('0'));
+        let hint = if zeros {
+            "write IPv4 octets without leading zeros (some tools read them as octal)"
+        } else {
+            "use e.g. 10.0.0.0/8 or 2001:db8::/32"
+        };
+        PluginConfigError::new(field, format!("invalid CIDR {s:?}: {hint}"))
     })
 }
 
@@ -272,9 +281,12 @@ mod tests {
     /// Found by fuzzing (fuzz/fuzz_targets/ip_restriction.rs): `IpNet` took `10.00.0.0/8`.
     #[test]
     fn octets_with_leading_zeros_are_refused() {
-        for bad in ["10.010.0.0/16", "10.00.0.0/8", "010.0.0.1", "10.0.0.0/+8", "10.0.0.0/", "10.0.0.0/08x"] {
-            let e = blocks(&[BlockConfig::Cidr(bad.into())], "allow").err().map(|e| e.to_string());
-            assert!(e.as_deref().is_some_and(|e| e.contains("invalid CIDR")), "{bad}: {e:?}");
+        let err = |cidr: &str| blocks(&[BlockConfig::Cidr(cidr.into())], "allow").err().map(|e| e.to_string());
+        for bad in ["10.010.0.0/16", "10.00.0.0/8", "010.0.0.1"] {
+            assert!(err(bad).is_some_and(|e| e.contains("without leading zeros")), "{bad}: {:?}", err(bad));
+        }
+        for bad in ["10.0.0.0/+8", "10.0.0.0/", "10.0.0.0/08x", "10.0.0/8"] {
+            assert!(err(bad).is_some_and(|e| e.contains("use e.g. 10.0.0.0/8")), "{bad}: {:?}", err(bad));
         }
         let p = plugin(serde_json::json!({"allow": ["10.10.0.0/016", "2001:0db8::/32"]}));
         assert!(p.allows(ip("10.10.1.1")) && p.allows(ip("2001:db8::1")) && !p.allows(ip("10.11.0.1")));
