@@ -2,8 +2,8 @@
 //! secret and an ES256 public key (`kid: ec1`). Input `sign KEY\nHEADER\nCLAIMS\nHEAD…` makes a
 //! token from the header and claims JSON, signed with HMAC-SHA256 by KEY (`secret`: the
 //! configured secret; `pem`: the ES256 public key's PEM, the classic algorithm-confusion forgery;
-//! anything else: a wrong secret) and sends it as `Authorization: Bearer`; any other input is a
-//! request head (`METHOD URI`, then `name: value` lines) whose token is used as it is.
+//! anything else: that text as the secret) and sends it as `Authorization: Bearer`; any other
+//! input is a request head (`METHOD URI`, then `name: value` lines) whose token is used as it is.
 //! Invariants: only a token signed with the configured secret, naming HS256, with a current
 //! `exp` and a non-empty `sub` is accepted; claim headers only ever come from such a token.
 #![no_main]
