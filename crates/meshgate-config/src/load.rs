@@ -1,6 +1,7 @@
 //! Reading a config file: YAML syntax and types first, then cross-references.
 
 use crate::error::{ConfigError, ConfigErrors};
+use crate::locate::within;
 use crate::model::Config;
 use crate::source::Source;
 use crate::validate::validate;
@@ -52,11 +53,12 @@ fn parse(source: &Source) -> Result<Config, ConfigError> {
         })
     });
     result.map_err(|e| {
-        let location = e.location();
+        // Errors at the end of a text without a final newline come a line after the last one.
+        let at = e.location().filter(|l| l.line() > 0).map(|l| within(source.text(), (l.line(), l.column())));
         ConfigError {
             file: source.path().to_owned(),
-            line: location.map(|l| l.line()).filter(|l| *l > 0),
-            column: location.map(|l| l.column()).filter(|_| location.is_some_and(|l| l.line() > 0)),
+            line: at.map(|(line, _)| line),
+            column: at.map(|(_, column)| column),
             field: if field == "." { String::new() } else { field },
             message: bare_message(&e.without_snippet().to_string()),
         }
@@ -109,5 +111,18 @@ mod tests {
         assert_eq!(strip_location_suffix("bad at line 7, column 5"), "bad");
         assert_eq!(strip_location_suffix("look at line 7 here"), "look at line 7 here");
         assert_eq!(e.message, "expected a whole number, e.g. 10 or -5");
+    }
+
+    /// Found by fuzzing (fuzz/fuzz_targets/config_load.rs): a directive line without a final
+    /// newline was reported on line 2 of a one-line file.
+    #[test]
+    fn errors_point_into_the_text() {
+        for text in ["%YAML 1.2", "%FOO bar: [", "listeners: [", "a: b\r%X"] {
+            let errors = load_str(Path::new("c.yaml"), text).unwrap_err();
+            let lines = text.split(['\n', '\r']).count() as u64;
+            for e in &errors.0 {
+                assert!(e.line.is_some_and(|l| (1..=lines).contains(&l)), "{text:?}: {e:?}");
+            }
+        }
     }
 }

@@ -139,7 +139,19 @@ pub fn locate(text: &str, path: &str) -> Option<(u64, u64)> {
             None => break,
         }
     }
-    best
+    best.map(|at| within(text, at))
+}
+
+/// The position, or the end of the text when it is past it: the parser puts an empty document
+/// (only comments) at the start of a line after the last one when the text has no final newline.
+/// Lines end as in YAML: at `\n`, `\r\n` or a lone `\r`.
+pub(crate) fn within(text: &str, (line, column): (u64, u64)) -> (u64, u64) {
+    let lines: Vec<&str> = text.split('\n').flat_map(|l| l.strip_suffix('\r').unwrap_or(l).split('\r')).collect();
+    let count = lines.len() as u64;
+    if line <= count {
+        return (line, column);
+    }
+    (count, lines.last().map_or(0, |l| l.chars().count()) as u64 + 1)
 }
 
 fn position(node: &Spanned<Node>) -> Option<(u64, u64)> {
@@ -149,7 +161,7 @@ fn position(node: &Spanned<Node>) -> Option<(u64, u64)> {
 
 #[cfg(test)]
 mod tests {
-    use super::locate;
+    use super::{locate, within};
 
     const DOC: &str = "listeners:\n  - name: a\n    address: 1.2.3.4:80\nroutes:\n  - name: r1\n    service: s1\n  - name: r2\n    service: s2\n    paths: [\"/a\", \"/b\"]\n";
 
@@ -159,6 +171,17 @@ mod tests {
         assert_eq!(locate(DOC, "routes[0]").map(|p| p.0), Some(5));
         assert_eq!(locate(DOC, "listeners[0].address").map(|p| p.0), Some(3));
         assert_eq!(locate(DOC, "routes[1].paths[1]").map(|p| p.0), Some(9));
+    }
+
+    /// Found by fuzzing (fuzz/fuzz_targets/config_load.rs): a comment-only file without a final
+    /// newline was located on line 2.
+    #[test]
+    fn never_past_the_text() {
+        assert_eq!(locate("# only a comment", "listeners"), Some((1, 17)));
+        assert_eq!(locate("# a comment\n", "listeners").map(|p| p.0), Some(2));
+        assert_eq!(locate("# a\n# b", "listeners"), Some((2, 4)));
+        assert_eq!(within("a\r\nb\rc", (9, 1)), (3, 2));
+        assert_eq!(within("a\r\nb\rc", (3, 1)), (3, 1));
     }
 
     #[test]

@@ -4,6 +4,9 @@
 
 pub mod access;
 pub mod auth;
+#[cfg(feature = "fuzzing")]
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod headers;
 pub mod observability;
 mod outbound;

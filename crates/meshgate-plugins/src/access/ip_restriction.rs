@@ -54,11 +54,34 @@ impl Block {
     }
 }
 
+/// `10.0.0.0/8`, `2001:db8::/32`, or a bare address (a block of one). The address is read by
+/// the standard library, which refuses IPv4 octets with leading zeros: `10.010.0.0/16` is
+/// 10.8.0.0/16 to tools that read them as octal (inet_aton) and 10.10.0.0/16 to others, and an
+/// access list must not mean two things. (`IpNet`'s own parser takes them.)
 fn parse_net(field: String, s: &str) -> Result<IpNet, PluginConfigError> {
-    // A bare address is a block of one.
-    let parsed = s.parse::<IpNet>().or_else(|_| s.parse::<IpAddr>().map(IpNet::from));
-    parsed
-        .map_err(|_| PluginConfigError::new(field, format!("invalid CIDR {s:?}: use e.g. 10.0.0.0/8 or 2001:db8::/32")))
+    let (addr, len) = match s.split_once('/') {
+        Some((addr, len)) => (addr, Some(len)),
+        None => (s, None),
+    };
+    let net = addr.parse::<IpAddr>().ok().and_then(|addr| match len {
+        None => Some(IpNet::from(addr)),
+        Some(len) if !len.is_empty() && len.bytes().all(|b| b.is_ascii_digit()) => {
+            IpNet::new(addr, len.parse().ok()?).ok()
+        }
+        Some(_) => None,
+    });
+    net.ok_or_else(|| {
+        let octets: Vec<&str> = addr.split('.').collect();
+        let zeros = octets.len() == 4
+            && octets.iter().all(|o| !o.is_empty() && o.bytes().all(|b| b.is_ascii_digit()))
+            && octets.iter().any(|o| o.len() > 1 && o.starts_with('0'));
+        let hint = if zeros {
+            "write IPv4 octets without leading zeros (some tools read them as octal)"
+        } else {
+            "use e.g. 10.0.0.0/8 or 2001:db8::/32"
+        };
+        PluginConfigError::new(field, format!("invalid CIDR {s:?}: {hint}"))
+    })
 }
 
 fn blocks(list: &[BlockConfig], field: &str) -> Result<Vec<Block>, PluginConfigError> {
@@ -253,5 +276,19 @@ mod tests {
             "deny[0].except[0]: 11.0.0.0/16 is not inside 10.0.0.0/8"
         );
         assert_eq!(err(serde_json::json!({})), "set allow, deny or both");
+    }
+
+    /// Found by fuzzing (fuzz/fuzz_targets/ip_restriction.rs): `IpNet` took `10.00.0.0/8`.
+    #[test]
+    fn octets_with_leading_zeros_are_refused() {
+        let err = |cidr: &str| blocks(&[BlockConfig::Cidr(cidr.into())], "allow").err().map(|e| e.to_string());
+        for bad in ["10.010.0.0/16", "10.00.0.0/8", "010.0.0.1"] {
+            assert!(err(bad).is_some_and(|e| e.contains("without leading zeros")), "{bad}: {:?}", err(bad));
+        }
+        for bad in ["10.0.0.0/+8", "10.0.0.0/", "10.0.0.0/08x", "10.0.0/8"] {
+            assert!(err(bad).is_some_and(|e| e.contains("use e.g. 10.0.0.0/8")), "{bad}: {:?}", err(bad));
+        }
+        let p = plugin(serde_json::json!({"allow": ["10.10.0.0/016", "2001:0db8::/32"]}));
+        assert!(p.allows(ip("10.10.1.1")) && p.allows(ip("2001:db8::1")) && !p.allows(ip("10.11.0.1")));
     }
 }

@@ -214,7 +214,7 @@ impl BasicAuth {
 }
 
 /// `user:password` from `Basic <base64>`; `None` when the header is another scheme.
-fn basic_credentials(header: &HeaderValue) -> Option<Result<(String, Vec<u8>), ()>> {
+pub(crate) fn basic_credentials(header: &HeaderValue) -> Option<Result<(String, Vec<u8>), ()>> {
     let v = header.as_bytes();
     if v.len() < 6 || !v[..6].eq_ignore_ascii_case(b"basic ") {
         return None;
