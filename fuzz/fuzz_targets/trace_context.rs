@@ -39,5 +39,5 @@ fuzz_target!(|data: &[u8]| {
 });
 
 fn outgoing(trace: meshgate_core::TraceId, span: u64, decision: Decision) -> Outgoing {
-    Outgoing { trace, span, parent: 0x1111_2222_3333_4444, decision }
+    Outgoing { trace, span, parent: 0x1111_2222_3333_4444, decision, random: false }
 }

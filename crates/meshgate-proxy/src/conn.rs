@@ -27,6 +27,7 @@ use crate::handler::{self, ConnCtx};
 use crate::server::ConnSlot;
 use crate::snapshot::{Limits, Snapshot};
 use crate::stream::Stream;
+use futures_util::task::AtomicWaker;
 use http::{HeaderValue, Response, Version};
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
@@ -43,7 +44,6 @@ use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
-use futures_util::task::AtomicWaker;
 use tokio::sync::Notify;
 use tokio_rustls::server::TlsStream;
 
@@ -253,7 +253,12 @@ pub async fn serve(tcp: TcpStream, peer: SocketAddr, port: HeaderValue, snap: Ar
 /// Watches a connection's limits from a task of its own, waking only at its deadlines, on
 /// shutdown and on a reset flood; asks the connection's task to end gracefully (`graceful`) or
 /// at once (`kill`).
-async fn watchdog(watch: Arc<ConnWatch>, limits: Limits, mut stop: tokio::sync::watch::Receiver<bool>, peer: SocketAddr) {
+async fn watchdog(
+    watch: Arc<ConnWatch>,
+    limits: Limits,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+    peer: SocketAddr,
+) {
     let end = |graceful: bool| {
         let flag = if graceful { &watch.graceful } else { &watch.kill };
         flag.store(true, Ordering::Relaxed);

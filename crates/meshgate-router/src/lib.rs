@@ -11,7 +11,8 @@
 //! reach it through another route:
 //!
 //! * escapes of unreserved characters are decoded (`/%61dmin` is `/admin`), other escapes are
-//!   written in upper case (`%3f` is `%3F`), RFC 3986 §6.2.2;
+//!   written in upper case (`%3f` is `%3F`), and bytes a path may not hold as they are (outside
+//!   ASCII, `"`, `{`, …) are escaped (`/café` is `/caf%C3%A9`), RFC 3986 §6.2.2 and §2.1;
 //! * `.` and `..` segments are resolved (`/public/../admin` is `/admin`; `..` stops at the root),
 //!   RFC 3986 §5.2.4; a path ending in one ends with `/`;
 //! * `//` is `/` (`http.merge_slashes`, on by default);

@@ -53,21 +53,37 @@ pub fn normalize(path: &str, rules: PathRules) -> Result<Option<String>, PathErr
     Ok((out != path).then_some(out))
 }
 
-/// Whether anything in `path` may change: an escape, a backslash, a segment starting with `.`,
-/// or an empty segment (when slashes merge).
+/// Whether anything in `path` may change: an escape, a byte that must be escaped (a backslash,
+/// a byte outside ASCII), a segment starting with `.`, or an empty segment (when slashes merge).
 fn needs_work(path: &[u8], merge_slashes: bool) -> bool {
     let mut prev = 0u8;
     for &b in path {
         match b {
-            b'%' | b'\\' => return true,
+            b'%' => return true,
             b'.' if prev == b'/' => return true,
             b'/' if prev == b'/' && merge_slashes => return true,
+            _ if !PATH_BYTE[b as usize] => return true,
             _ => {}
         }
         prev = b;
     }
     false
 }
+
+/// The bytes a path may hold as they are (RFC 3986 §3.3: `pchar` and `/`); any other is
+/// written as an escape in the normal form. A table: the fast check runs on every path.
+static PATH_BYTE: [bool; 256] = {
+    let mut t = [false; 256];
+    let mut b = 0;
+    while b < 256 {
+        let c = b as u8;
+        t[b] = c.is_ascii_alphanumeric()
+            || matches!(c, b'-' | b'.' | b'_' | b'~' | b'!' | b'$' | b'&' | b'\'' | b'(' | b')' | b'*' | b'+' | b',')
+            || matches!(c, b';' | b'=' | b':' | b'@' | b'/');
+        b += 1;
+    }
+    t
+};
 
 /// Unreserved characters (RFC 3986 §2.3): their escapes mean the character itself (§6.2.2.2).
 fn unreserved(b: u8) -> bool {
@@ -79,11 +95,12 @@ fn hex(b: u8) -> Option<u8> {
 }
 
 /// Decodes the escapes of unreserved characters, writes every other escape in upper case
-/// (§6.2.2.1), and applies `escaped` to encoded slashes and backslashes. The result is still
-/// an escaped path: `%2F` kept is not a separator.
+/// (§6.2.2.1) and escapes the bytes a path may not hold as they are (outside ASCII, `"`, `{`, …),
+/// and applies `escaped` to encoded slashes and backslashes. The result is still an escaped
+/// path: `%2F` kept is not a separator.
 fn decode(path: &[u8], escaped: EscapedSlashes) -> Result<String, PathError> {
     const HEX: &[u8; 16] = b"0123456789ABCDEF";
-    let mut out = String::with_capacity(path.len());
+    let mut out = Vec::with_capacity(path.len());
     let mut i = 0;
     while i < path.len() {
         let b = path[i];
@@ -100,18 +117,15 @@ fn decode(path: &[u8], escaped: EscapedSlashes) -> Result<String, PathError> {
             0 if was_escaped => return Err(PathError::EncodedNul),
             b'/' | b'\\' if was_escaped || byte == b'\\' => match escaped {
                 EscapedSlashes::Reject => return Err(PathError::EscapedSlash),
-                EscapedSlashes::Decode => out.push('/'),
-                EscapedSlashes::Keep => out.push_str(if byte == b'/' { "%2F" } else { "%5C" }),
+                EscapedSlashes::Decode => out.push(b'/'),
+                EscapedSlashes::Keep => out.extend_from_slice(if byte == b'/' { b"%2F" } else { b"%5C" }),
             },
-            _ if !was_escaped || unreserved(byte) => out.push(byte as char),
-            _ => {
-                out.push('%');
-                out.push(HEX[(byte >> 4) as usize] as char);
-                out.push(HEX[(byte & 0xf) as usize] as char);
-            }
+            _ if (!was_escaped && PATH_BYTE[byte as usize]) || (was_escaped && unreserved(byte)) => out.push(byte),
+            _ => out.extend_from_slice(&[b'%', HEX[(byte >> 4) as usize], HEX[(byte & 0xf) as usize]]),
         }
     }
-    Ok(out)
+    // Only ASCII was written besides the input's own bytes, which were escaped whole.
+    Ok(String::from_utf8(out).unwrap_or_default())
 }
 
 /// RFC 3986 §5.2.4 on a path whose unreserved escapes are decoded: `.` and `..` segments go
@@ -186,6 +200,10 @@ mod tests {
         ("/a%20b", Ok("/a%20b")),
         ("/a%3fb", Ok("/a%3Fb")),
         ("/caf%c3%a9", Ok("/caf%C3%A9")),
+        // bytes a path may not hold as they are: escaped
+        ("/café", Ok("/caf%C3%A9")),
+        ("/a\"b{c}|d", Ok("/a%22b%7Bc%7D%7Cd")),
+        ("/Ϟa'/.'/./", Ok("/%CF%9Ea'/.'/")),
         // merged slashes
         ("//admin", Ok("/admin")),
         ("/a//b///c/", Ok("/a/b/c/")),
