@@ -453,6 +453,9 @@ struct Tracked {
 
 impl AsyncRead for Tracked {
     fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        if self.frames.is_none() {
+            return Pin::new(&mut self.inner).poll_read(cx, buf);
+        }
         let before = buf.filled().len();
         let poll = Pin::new(&mut self.inner).poll_read(cx, buf);
         let this = self.get_mut();
